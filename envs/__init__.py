@@ -1,0 +1,26 @@
+"""Environments registered under ``rlmem/``; ``envs.make_vector`` builds the batched form used for training."""
+
+from __future__ import annotations
+
+import gymnasium
+
+# name -> (single-copy entry point, vector entry point)
+TASKS = {
+    "EndlessTMaze": ("envs.gridworld.tmaze:EndlessTMaze", "envs.gridworld.tmaze:EndlessTMazeVector"),
+}
+
+for _name, (_single, _vector) in TASKS.items():
+    if f"rlmem/{_name}-v0" not in gymnasium.registry:
+        gymnasium.register(f"rlmem/{_name}-v0", entry_point=_single, vector_entry_point=_vector)
+
+
+def ids() -> list[str]:
+    return sorted(i for i in gymnasium.registry if i.startswith("rlmem/"))
+
+
+def make_vector(env_id: str, num_envs: int, device="cpu", **kwargs) -> gymnasium.vector.VectorEnv:
+    """The vectorised form of a registered env; batched tasks run their copies on ``device``."""
+    if env_id not in gymnasium.registry or not env_id.startswith("rlmem/"):
+        raise ValueError(f"env.id: unknown environment {env_id!r}; accepted: {', '.join(ids())}")
+    return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                              device=device, **kwargs)
