@@ -7,6 +7,10 @@ import gymnasium
 # name -> (single-copy entry point, vector entry point)
 TASKS = {
     "EndlessTMaze": ("envs.gridworld.tmaze:EndlessTMaze", "envs.gridworld.tmaze:EndlessTMazeVector"),
+    "Ballet": ("envs.gridworld.ballet:Ballet", "envs.gridworld.ballet:BalletVector"),
+    "RoomBallet": ("envs.gridworld.room_ballet:RoomBallet", "envs.gridworld.room_ballet:RoomBalletVector"),
+    "ColorCubes": ("envs.gridworld.color_cubes:ColorCubes", "envs.gridworld.color_cubes:ColorCubesVector"),
+    "DarkKeyToDoor": ("envs.gridworld.key_to_door:DarkKeyToDoor", "envs.gridworld.key_to_door:DarkKeyToDoorVector"),
 }
 
 for _name, (_single, _vector) in TASKS.items():

@@ -7,7 +7,9 @@ from typing import Callable
 
 from memory.base import Memory, State, cat_states, detach_state, index_state, reset_state, state_to
 from memory.feedforward import NoMemory
+from memory.hcam import HCAM
 from memory.recurrent import GRU, LSTM
+from memory.transformer import TransformerMemory
 
 REGISTRY: dict[str, Callable[..., Memory]] = {}
 
@@ -40,6 +42,8 @@ def make(name: str, input_size: int, **config) -> Memory:
 register("none", NoMemory)
 register("lstm", LSTM)
 register("gru", GRU)
+register("hcam", HCAM)
+register("transformer", TransformerMemory)
 
 __all__ = ["Memory", "State", "make", "names", "register", "REGISTRY", "reset_state", "index_state",
            "cat_states", "detach_state", "state_to"]

@@ -9,7 +9,12 @@ import memory
 
 T, B, IN = 12, 4, 6
 # Small, fast settings per memory; a memory that needs options to be small enough for CPU tests adds them here.
-SMALL_CONFIG: dict[str, dict] = {"lstm": {"hidden_size": 16}, "gru": {"hidden_size": 16}}
+SMALL_CONFIG: dict[str, dict] = {"lstm": {"hidden_size": 16}, "gru": {"hidden_size": 16},
+                               "transformer": {"width": 16, "layers": 2, "heads": 2, "window": 8, "gating": "gtrxl",
+                                               "positions": "relative"},
+                               # Chunks close within T=12; stop_gradient=False: why in memory/hcam.py's HCAM docstring.
+                               "hcam": {"width": 8, "layers": 2, "heads": 2, "chunk_size": 4, "top_k": 2,
+                                        "max_chunks": 2, "stop_gradient": False}}
 
 
 def build(name):

@@ -63,8 +63,12 @@ class BatchedEnv(VectorEnv):
         """Apply ``action [N]``; return ``reward [N] float32``, ``terminated [N] bool`` and per-copy info tensors."""
         raise NotImplementedError
 
-    def _observe(self) -> Tensor:
+    def _observe(self) -> Tensor | dict[str, Tensor]:
         raise NotImplementedError
+
+    def _observation_info(self) -> dict[str, Tensor]:
+        """Per-copy info describing the observation being returned (e.g. the agent's place); none by default."""
+        return {}
 
     # --- helpers for tasks --------------------------------------------------------------------------------------
     def uniform(self, slot: int) -> Tensor:
@@ -86,7 +90,7 @@ class BatchedEnv(VectorEnv):
             self._seeded = True
         everything = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self._start_episodes(everything)
-        return self._observe(), {}
+        return self._observe(), self._observation_info()
 
     def step(self, actions):
         action = torch.as_tensor(actions, device=self.device).long().view(self.num_envs)
@@ -104,6 +108,7 @@ class BatchedEnv(VectorEnv):
             info["final_obs"], info["_final_obs"] = obs, done
             self._start_episodes(done)
             obs = self._observe()
+        info |= self._observation_info()  # after the autoreset: it describes the returned observation
         return obs, reward, terminated, truncated, info
 
     def _start_episodes(self, mask: Tensor) -> None:
@@ -140,15 +145,26 @@ class SingleEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is None and not self.core._seeded:
             seed = int(self.np_random.integers(2**31))
-        obs, _ = self.core.reset(seed=seed)
-        return obs[0].numpy(), {}
+        obs, info = self.core.reset(seed=seed)
+        return _first_copy(obs), _first_copy_info(info)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.core.step(torch.tensor([int(action)]))
-        flat = {k: v[0].item() for k, v in info.items() if isinstance(v, Tensor) and not k.startswith("_")}
-        return obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), flat
+        return _first_copy(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _first_copy_info(info)
 
     def render(self):
         if self.render_mode == "rgb_array":
-            return self.core.render_rgb()[0]
+            return self.core.render_rgb()[0].cpu().numpy()
         return None
+
+
+def _first_copy(obs: Tensor | dict[str, Tensor]):
+    """Copy 0 of a batched observation as numpy; scalars become numpy scalars, as gymnasium spaces sample them."""
+    if isinstance(obs, dict):
+        return {k: _first_copy(v) for k, v in obs.items()}
+    value = obs[0].cpu().numpy()
+    return value[()] if value.ndim == 0 else value
+
+
+def _first_copy_info(info: dict) -> dict:
+    return {k: v[0].item() for k, v in info.items() if isinstance(v, Tensor) and not k.startswith("_")}

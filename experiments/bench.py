@@ -1,0 +1,112 @@
+"""Throughput: env-only steps/s (the ceiling) and end-to-end training SPS, over a grid of configs.
+
+    python -m experiments.bench env=tmaze_n5_l5 memory=lstm,gru agent.num_envs=1024,4096,16384 device=cuda
+
+Arguments are config overrides (as for experiments.train); comma-separated values are swept. For each env setting the
+env alone is stepped with random actions; for each full config PPO runs ``--warmup`` iterations, then ``--iterations``
+timed ones (rollout and update timed apart). Prints a markdown table; ``--out`` also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+
+import torch
+
+from experiments.build import make_env, make_trainer, ppo_config
+from experiments.config import ConfigError, load, resolve_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def env_steps_per_second(env, device: torch.device, steps: int) -> float:
+    env.reset(seed=0)
+    n = env.num_envs
+    actions = torch.randint(0, int(env.single_action_space.n), (steps, n), device=device)
+    for t in range(min(10, steps)):  # warm-up
+        env.step(actions[t])
+    sync(device)
+    t0 = time.perf_counter()
+    for t in range(steps):
+        env.step(actions[t])
+    sync(device)
+    return steps * n / (time.perf_counter() - t0)
+
+
+def train_steps_per_second(trainer, warmup: int, iterations: int) -> dict[str, float]:
+    device = trainer.device
+    for _ in range(warmup):
+        trainer.iterate()
+    rollout_time = update_time = 0.0
+    for _ in range(iterations):
+        sync(device)
+        t0 = time.perf_counter()
+        batch, _ = trainer.rollout()
+        sync(device)
+        t1 = time.perf_counter()
+        trainer.update(batch)
+        sync(device)
+        rollout_time += t1 - t0
+        update_time += time.perf_counter() - t1
+    steps = iterations * trainer.cfg.steps_per_rollout
+    return {"sps": steps / (rollout_time + update_time), "rollout_sps": steps / rollout_time,
+            "update_share": update_time / (rollout_time + update_time)}
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """``a=1,2 b=3`` -> ``[[a=1, b=3], [a=2, b=3]]`` (every combination)."""
+    axes = []
+    for item in overrides:
+        key, _, values = item.partition("=")
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides; comma-separated values are swept")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--env-steps", type=int, default=200, help="steps per env-only measurement")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    try:
+        configs = [load(o) for o in expand(args.overrides)]
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    device = resolve_device(configs[0].device)
+    if configs[0].threads:
+        torch.set_num_threads(int(configs[0].threads))
+    lines = ["| env | memory | envs | env-only steps/s | PPO SPS | rollout SPS | update share | PPO / env-only |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    env_only: dict[tuple, float] = {}
+    for cfg in configs:
+        n = ppo_config(cfg).num_envs
+        key = (cfg.env.name, n)
+        if key not in env_only:
+            env_only[key] = env_steps_per_second(make_env(cfg, n, device), device, args.env_steps)
+        torch.manual_seed(0)
+        result = train_steps_per_second(make_trainer(cfg, device), args.warmup, args.iterations)
+        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {n} | {env_only[key]:,.0f} | {result['sps']:,.0f} | "
+                     f"{result['rollout_sps']:,.0f} | {result['update_share']:.2f} | "
+                     f"{env_only[key] / result['sps']:.1f}x |")
+        print(lines[-1], flush=True)
+        del result
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    table = f"device: {name}, torch {torch.__version__}\n\n" + "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Evaluate a trained run, optionally at other env settings, and print a table.
+
+    python -m experiments.evaluate runs/lstm_tmaze_n3_l5/2026-11-26_08-00-00 n=1,3,5,10 --episodes 1000
+
+Each ``KEY=V1,V2`` names an env constructor argument (``env.kwargs``) and the values to evaluate at; several keys
+give every combination. Each episode is the first episode of its own env copy, so short episodes are not favoured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from agents.ppo import Agent, sample, to_tensor
+from experiments.config import ConfigError, resolve_device
+from experiments.run import load_run
+
+EVAL_COLUMNS = ("setting", "episodes", "return", "success", "length")
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, env, device: torch.device, seed: int = 12345, greedy: bool = False) -> dict:
+    """Mean return, success and length over the first episode of each of ``env.num_envs`` copies."""
+    n = env.num_envs
+    obs, info = env.reset(seed=seed)
+    obs = to_tensor(obs, device)
+    state = agent.memory.initial_state(n, device)
+    reset = torch.ones(n, dtype=torch.bool, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    totals = torch.zeros(3, n, device=device)  # return, success, length of each copy's first episode
+    keys = agent.memory.context_keys
+    while not bool(finished.all()):
+        context = {k: to_tensor(info[k], device).long().unsqueeze(0) for k in keys} or None
+        logits, _, state = agent(_unsqueeze(obs), state, reset.unsqueeze(0), context)
+        action = logits[0].argmax(-1) if greedy else sample(logits[0])
+        obs, _, terminated, truncated, info = env.step(action)
+        obs = to_tensor(obs, device)
+        reset = to_tensor(terminated, device) | to_tensor(truncated, device)
+        first = reset & ~finished
+        success = to_tensor(info.get("success", torch.zeros(n)), device).float()
+        ep = info["episode"]
+        record = torch.stack([to_tensor(ep["r"], device).float(), success, to_tensor(ep["l"], device).float()])
+        totals = torch.where(first, record, totals)
+        finished |= reset
+    mean = totals.mean(dim=1).tolist()
+    return {"episodes": n, "return": mean[0], "success": mean[1], "length": mean[2]}
+
+
+def _unsqueeze(obs):
+    return {k: v.unsqueeze(0) for k, v in obs.items()} if isinstance(obs, dict) else obs.unsqueeze(0)
+
+
+def settings_grid(sweeps: dict[str, list]) -> list[dict]:
+    keys = list(sweeps)
+    return [dict(zip(keys, values)) for values in itertools.product(*(sweeps[k] for k in keys))] or [{}]
+
+
+def evaluate_settings(agent: Agent, cfg, device, sweeps: dict[str, list], episodes: int, greedy: bool,
+                      seed: int = 12345) -> list[dict]:
+    from experiments.build import make_env
+
+    rows = []
+    agent.eval()
+    for setting in settings_grid(sweeps):
+        env = make_env(cfg, episodes, device, **setting)
+        label = " ".join(f"{k}={v}" for k, v in setting.items()) or "as trained"
+        rows.append({"setting": label, **evaluate(agent, env, device, seed, greedy)})
+    agent.train()
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| setting | episodes | return | success | length |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['setting']} | {r['episodes']} | {r['return']:.3f} | {r['success']:.3f} | {r['length']:.1f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, EVAL_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in EVAL_COLUMNS} for r in rows)
+
+
+def parse_sweeps(items: list[str]) -> dict[str, list]:
+    sweeps = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"setting {item!r}: expected KEY=V1,V2,... (an env constructor argument)")
+        sweeps[key.removeprefix("env.kwargs.")] = [yaml.safe_load(v) for v in values.split(",")]
+    return sweeps
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a run folder (runs/<name>/<time>)")
+    parser.add_argument("settings", nargs="*", help="KEY=V1,V2 env settings to evaluate at")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per setting (default: the run's eval)")
+    parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the run's device)")
+    args = parser.parse_args(argv)
+    try:
+        cfg, checkpoint = load_run(args.run)
+        device = resolve_device(args.device or cfg.device)
+        sweeps = parse_sweeps(args.settings)
+        episodes = args.episodes or int(cfg.eval.episodes)
+        if episodes < 1:
+            raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
+        from experiments.build import make_agent, make_env, ppo_config
+
+        env = make_env(cfg, 1, device)
+        agent = make_agent(cfg, env, ppo_config(cfg)).to(device)
+        agent.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["agent"])
+        rows = evaluate_settings(agent, cfg, device, sweeps, episodes, args.greedy or bool(cfg.eval.greedy))
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

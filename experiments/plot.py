@@ -1,0 +1,89 @@
+"""Learning curves from run folders, saved as a PNG.
+
+    python -m experiments.plot runs/lstm_tmaze_n5_l5/*/ runs/gru_tmaze_n5_l5/*/ --metric success --out tmaze.png
+
+Runs are grouped by their name (the folder above the time stamp): each group is drawn as the mean over its runs with
+a band from the lowest to the highest run, on a common grid of env steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments.logger import COLUMNS
+
+
+def read_metric(run: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, values = [], []
+    with open(run / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get(metric):
+                steps.append(float(row["step"]))
+                values.append(float(row[metric]))
+    return np.array(steps), np.array(values)
+
+
+def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for run in runs:
+        groups.setdefault(run.resolve().parent.name, []).append(run)
+    return groups
+
+
+def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, members in sorted(group_runs(runs).items()):
+        curves = [read_metric(r, metric) for r in members]
+        curves = [(s, v) for s, v in curves if len(s)]
+        if not curves:
+            continue
+        grid = np.linspace(0, min(s[-1] for s, _ in curves), 200)
+        ys = np.stack([np.interp(grid, s, _smooth(v, smooth)) for s, v in curves])
+        line, = ax.plot(grid, ys.mean(0), label=f"{name} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<name>/<time>)")
+    parser.add_argument("--metric", default="success", help=f"a metrics.csv column; one of {', '.join(COLUMNS[2:])}")
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average window in logged rows")
+    parser.add_argument("--out", type=Path, default=Path("curves.png"))
+    args = parser.parse_args(argv)
+    if args.metric not in COLUMNS:
+        sys.exit(f"error: --metric: unknown column {args.metric!r}; accepted: {', '.join(COLUMNS)}")
+    missing = [str(r) for r in args.runs if not (r / "metrics.csv").is_file()]
+    if missing:
+        sys.exit(f"error: runs: {missing[0]!r} is not a run folder (no metrics.csv)")
+    print(f"saved {plot(args.runs, args.metric, args.out, args.smooth)}")
+
+
+if __name__ == "__main__":
+    main()

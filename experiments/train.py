@@ -1,0 +1,121 @@
+"""Train an agent from configs and write a run folder.
+
+    python -m experiments.train                                  # the quickstart: PPO + LSTM on Endless T-Maze
+    python -m experiments.train memory=gru env=tmaze_n5_l5 experiment=tmaze seed=1
+    python -m experiments.train resume=runs/lstm_tmaze_n3_l5/<time>   # continue a killed run
+
+Arguments are Hydra overrides of experiments/conf/config.yaml. The run folder gets the resolved config, metrics.csv,
+TensorBoard events, checkpoint.pt (every ``checkpoint_every`` iterations, at the end, and on Ctrl-C/SIGTERM) and
+eval.csv (evaluation after training at the settings in ``eval.settings``).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from agents.ppo import seed_everything
+from experiments.build import make_trainer
+from experiments.config import ConfigError, as_dict, load, resolve_device
+from experiments.evaluate import evaluate_settings, format_table, write_rows
+from experiments.logger import RunLogger
+from experiments.run import load_run, new_run_dir, save_checkpoint
+
+
+def configure(argv: list[str]) -> tuple[DictConfig, Path | None]:
+    """The config to run and, when resuming, the run folder to continue."""
+    resume = next((a.partition("=")[2] for a in argv if a.startswith("resume=")), None)
+    if not resume or resume == "null":
+        return load(argv), None
+    cfg, _ = load_run(resume)
+    overrides = [a for a in argv if not a.startswith("resume=")]
+    for item in overrides:
+        key = item.partition("=")[0]
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise ConfigError(f"{key}: no such config key in the resumed run's config")
+    cfg.merge_with(OmegaConf.from_dotlist(overrides))
+    return cfg, Path(resume)
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag the training loop checks between iterations."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: checkpointing after this iteration ...", flush=True)
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """Run (or continue, when ``run_dir`` holds a checkpoint) the training described by ``cfg``."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    seed_everything(int(cfg.seed))
+    trainer = make_trainer(cfg, device)
+    elapsed = 0.0
+    if run_dir is None:
+        run_dir = new_run_dir(cfg)
+    else:
+        state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
+        trainer.load_state_dict(state)
+        elapsed = state.get("elapsed", 0.0)
+        print(f"resuming {run_dir} from step {trainer.global_step:,}")
+    total = trainer.cfg.num_iterations
+    print(f"run folder: {run_dir}\n{cfg.agent.name} + {cfg.memory.name} on {cfg.env.name}: "
+          f"{total * trainer.cfg.steps_per_rollout:,} steps, {trainer.cfg.num_envs} envs, device {device}")
+    logger = RunLogger(run_dir, total * trainer.cfg.steps_per_rollout, trainer.global_step, elapsed)
+    stop = StopRequest()
+
+    def checkpoint():
+        save_checkpoint(run_dir, {**trainer.state_dict(), "elapsed": logger.elapsed})
+
+    try:
+        while trainer.iteration < total and not stop.requested:
+            metrics = trainer.iterate()
+            if trainer.iteration % cfg.log_every == 0 or trainer.iteration == total:
+                logger.log(metrics)
+            if trainer.iteration % cfg.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    finally:
+        logger.close()
+    if stop.requested:
+        print(f"stopped at step {trainer.global_step:,}; continue with:\n"
+              f"  python -m experiments.train resume={run_dir}")
+        sys.exit(130)
+
+    sweeps = {k: list(v) for k, v in as_dict(cfg.eval.settings).items()}
+    rows = evaluate_settings(trainer.agent, cfg, device, {}, int(cfg.eval.episodes), bool(cfg.eval.greedy))
+    if sweeps:
+        rows += evaluate_settings(trainer.agent, cfg, device, sweeps, int(cfg.eval.episodes), bool(cfg.eval.greedy))
+    write_rows(run_dir / "eval.csv", rows)
+    print(f"\nevaluation ({cfg.eval.episodes} episodes per setting):\n{format_table(rows)}")
+    print(f"\nrun folder: {run_dir}\n"
+          f"  curves:      python -m experiments.plot {run_dir}\n"
+          f"  TensorBoard: tensorboard --logdir {run_dir}\n"
+          f"  evaluate:    python -m experiments.evaluate {run_dir} n=1,3,5,10")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg, run_dir = configure(argv)
+        train(cfg, run_dir)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""HCAM: Hierarchical Chunk Attention Memory (Lampinen et al., "Towards mental time travel", NeurIPS 2021).
+
+``HierarchicalMemoryAttention`` is the paper's read, numerically equal to DeepMind's Haiku reference: score stored
+chunks by their keys, keep the top k, attend inside each of them and mix the results by the chunk weights.
+``HCAM`` is the agent memory built on it (see its docstring). Both load and export Haiku parameter dicts with the
+reference names (``load_haiku_params`` / ``to_haiku_params``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from memory.attention import MultiHeadAttention
+from memory.base import Memory, State
+from memory.haiku.convert import linear_from_haiku, linear_to_haiku
+
+# The reference fills masked chunk logits with -1e6 (not -inf): an all-masked row still has a top k (ties).
+MASKED_CHUNK_LOGIT = -1e6
+# Haiku's VarianceScaling draws a normal truncated at 2 std and rescales it by this factor to keep the variance.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def variance_scaling_(weight: Tensor, scale: float = 2.0) -> None:
+    """Haiku's ``VarianceScaling(scale)`` (fan-in, truncated normal) for an ``nn.Linear`` weight [out, in]."""
+    std = math.sqrt(scale / weight.shape[1]) / _TRUNCATED_NORMAL_STD
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def reversed_sinusoid(chunk_size: int, dim: int) -> np.ndarray:
+    """Position table [C, D]: row i encodes position C-1-i, layout concat([sin, cos]) (the reference's)."""
+    inv_freq = 1e4 ** (-np.arange(0, dim, 2) / dim)
+    angles = np.outer(np.arange(chunk_size - 1, -1, -1.0), inv_freq)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
+
+
+def stable_top_k(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top k along the last axis, ties to the lowest index like ``jax.lax.top_k`` (unlike ``torch.topk``)."""
+    values, indices = torch.sort(logits, dim=-1, descending=True, stable=True)
+    return values[..., :k], indices[..., :k]
+
+
+def gather_chunks(contents: Tensor, indices: Tensor) -> Tensor:
+    """contents [B, M, C, D], indices [B, Q, k] -> the selected chunks [B, Q, k, C, D]."""
+    batch = torch.arange(contents.shape[0], device=contents.device).view(-1, 1, 1)
+    return contents[batch, indices]
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class HierarchicalMemoryAttention(nn.Module):
+    """The HCAM read: queries [B, Q, E] over chunks (keys [B, M, D], contents [B, M, C, D]) -> [B, Q, F].
+
+    Gradients stop at the keys and contents (the paper's choice). Chunk scoring computes ``q . (W_k k)`` as
+    ``(W_k^T q) . k`` so stored keys are never re-projected; it is the reference's function up to float rounding.
+    """
+
+    haiku_name = "hierarchical_memory_attention"
+
+    def __init__(self, query_size: int, memory_size: int, feature_size: int, k: int, num_heads: int = 1,
+                 memory_position_encoding: bool = True):
+        super().__init__()
+        _positive(query_size=query_size, memory_size=memory_size, feature_size=feature_size, k=k,
+                  num_heads=num_heads)
+        if feature_size % num_heads:
+            raise ValueError(f"feature_size must be a multiple of num_heads={num_heads}, got {feature_size}")
+        if memory_position_encoding and memory_size % 2:
+            raise ValueError(f"memory_size must be even with memory_position_encoding=True, got {memory_size}")
+        self.feature_size, self.k = feature_size, k
+        self.memory_position_encoding = memory_position_encoding
+        self.query = nn.Linear(query_size, feature_size, bias=False)
+        self.key = nn.Linear(memory_size, feature_size, bias=False)
+        self.within_mem_attn = MultiHeadAttention(query_size, memory_size, num_heads, feature_size // num_heads,
+                                                  model_size=feature_size)
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                variance_scaling_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    def forward(self, queries: Tensor, keys: Tensor, contents: Tensor, mask: Tensor | None = None) -> Tensor:
+        """queries [B, Q, E], keys [B, M, D], contents [B, M, C, D], mask [B, Q, M] bool (True = may read)."""
+        batch, num_queries, _ = queries.shape
+        if keys.dim() != 3 or contents.shape[:2] != keys.shape[:2] or contents.shape[-1] != keys.shape[-1]:
+            raise ValueError(f"keys must be [B, M, D] and contents [B, M, C, D], got {list(keys.shape)} "
+                             f"and {list(contents.shape)}")
+        if keys.shape[0] != batch:
+            raise ValueError(f"queries have batch {batch}, the memory has batch {keys.shape[0]}")
+        if keys.shape[1] < self.k:
+            raise ValueError(f"the memory holds {keys.shape[1]} chunks, fewer than k={self.k}")
+        if mask is not None and (mask.dtype != torch.bool or mask.shape != (batch, num_queries, keys.shape[1])):
+            raise ValueError(f"mask must be bool [B, Q, M] = {[batch, num_queries, keys.shape[1]]}, "
+                             f"got {mask.dtype} {list(mask.shape)}")
+        weights, indices = self.select(queries, keys.detach(), mask)
+        return self.attend(queries, gather_chunks(contents.detach(), indices), weights)
+
+    def select(self, queries: Tensor, keys: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Chunk weights [B, Q, k] (softmax over the top-k logits) and chunk indices [B, Q, k]."""
+        queries_in_key_space = self.query(queries) @ self.key.weight  # [B, Q, D]
+        logits = torch.einsum("bqd,bmd->bqm", queries_in_key_space, keys) / math.sqrt(self.feature_size)
+        if mask is not None:
+            logits = torch.where(mask, logits, torch.full_like(logits, MASKED_CHUNK_LOGIT))
+        top_logits, indices = stable_top_k(logits, self.k)
+        return torch.softmax(top_logits, dim=-1), indices
+
+    def attend(self, queries: Tensor, chunks: Tensor, weights: Tensor) -> Tensor:
+        """Each query attends to the C steps of each of its chunks [B, Q, k, C, D]; mixed by weights [B, Q, k]."""
+        if self.memory_position_encoding:
+            table = reversed_sinusoid(chunks.shape[-2], chunks.shape[-1])
+            chunks = chunks + torch.as_tensor(table, dtype=chunks.dtype, device=chunks.device)
+        tiled = queries[:, :, None, None, :].expand(*chunks.shape[:3], 1, queries.shape[-1])  # [B, Q, k, 1, E]
+        read = self.within_mem_attn(tiled, chunks, chunks).squeeze(-2)  # [B, Q, k, F]
+        return (weights.unsqueeze(-1) * read).sum(-2)
+
+
+class HCAMLayer(nn.Module):
+    """One pre-LayerNorm layer; with h [B, W] the residual stream and y = norm_attn(h) (the layer's memory input):
+
+    ``h += local_attn(y -> current chunk up to this step) + hierarchical_memory_attention(y -> stored chunks)``
+    ``h += mlp_out(gelu(mlp_in(norm_mlp(h))))`` (hidden size 4W).
+    """
+
+    def __init__(self, width: int, heads: int, top_k: int, memory_position_encoding: bool):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(width)
+        self.local_attn = MultiHeadAttention(width, width, heads, width // heads)
+        self.hierarchical_memory_attention = HierarchicalMemoryAttention(width, width, width, top_k, heads,
+                                                                         memory_position_encoding)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp_in = nn.Linear(width, 4 * width)
+        self.mlp_out = nn.Linear(4 * width, width)
+
+    def mlp(self, h: Tensor) -> Tensor:
+        return self.mlp_out(nn.functional.gelu(self.mlp_in(self.norm_mlp(h))))
+
+
+class HCAM(Memory):
+    """HCAM agent memory: stacked layers, each reading the current chunk locally and stored chunks hierarchically.
+
+    Per step: x -> ``input`` (Linear to width) -> layers (``HCAMLayer``) -> ``norm_out``. Each layer writes its memory
+    input y into its accumulator at the step's position in the chunk; local attention sees positions up to the
+    current one (plus the same reversed sinusoid the read adds to stored chunks, so a step keeps its position code
+    when its chunk is stored). After C steps the chunk is closed: its key is the mean of its C steps, it goes into
+    slot ``chunks_written % max_chunks`` (the oldest chunk is evicted) and the accumulator restarts.
+
+    Gradients stop at stored chunks (the paper's choice) and flow through the current chunk and every parameter.
+    ``stop_gradient=False`` is an ablation that lets gradients also reach chunks stored during the same call; the
+    shared conformance test uses it, because with stopped gradients no small config can give both an output that
+    depends on the episode's first input through its chunk and a gradient for the chunk-scoring projections
+    (which needs two stored chunks).
+
+    A reset clears the accumulator, counters and slot validity; stale keys/contents stay in the state but are never
+    read (their logits are masked and selected empty slots are zeroed), so clearing never copies the large tensors.
+    The read of an empty memory matches the reference's read of a zero memory (uniform over its first k slots).
+
+    State (L layers, M = max_chunks, C = chunk_size, D = width): keys [B, L, M, D], contents [B, L, M, C, D],
+    accumulator [B, L, C, D], valid [B, M] bool, chunks_written [B] and steps_in_chunk [B] int64.
+    """
+
+    haiku_name = "hcam"
+
+    def __init__(self, input_size: int, width: int = 256, layers: int = 4, heads: int = 4, chunk_size: int = 16,
+                 top_k: int = 8, max_chunks: int = 64, memory_position_encoding: bool = True,
+                 stop_gradient: bool = True):
+        super().__init__()
+        _positive(**{"memory.input_size": input_size, "memory.width": width, "memory.layers": layers,
+                     "memory.heads": heads, "memory.chunk_size": chunk_size, "memory.top_k": top_k,
+                     "memory.max_chunks": max_chunks})
+        if width % heads or width % 2:
+            raise ValueError(f"memory.width must be even and a multiple of memory.heads={heads}, got {width}")
+        if max_chunks < top_k:
+            raise ValueError(f"memory.max_chunks must be >= memory.top_k={top_k}, got {max_chunks}")
+        self.input_size, self.output_size = input_size, width
+        self.width, self.chunk_size, self.max_chunks = width, chunk_size, max_chunks
+        self.stop_gradient = stop_gradient
+        self.memory_position_encoding = memory_position_encoding
+        self.input = nn.Linear(input_size, width)
+        self.layers = nn.ModuleList(HCAMLayer(width, heads, top_k, memory_position_encoding) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(width)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        n, m, c, d = len(self.layers), self.max_chunks, self.chunk_size, self.width
+        return {"keys": torch.zeros(batch_size, n, m, d, device=device),
+                "contents": torch.zeros(batch_size, n, m, c, d, device=device),
+                "accumulator": torch.zeros(batch_size, n, c, d, device=device),
+                "valid": torch.zeros(batch_size, m, dtype=torch.bool, device=device),
+                "chunks_written": torch.zeros(batch_size, dtype=torch.long, device=device),
+                "steps_in_chunk": torch.zeros(batch_size, dtype=torch.long, device=device)}
+
+    def forward(self, x, state, reset, context=None):
+        self.check_inputs(x, state, reset)
+        outputs = []
+        for t in range(x.shape[0]):  # x [T, B, in]
+            out, state = self.step(x[t], self.clear(state, reset[t]))
+            outputs.append(out)
+        return torch.stack(outputs), state  # [T, B, width]
+
+    def clear(self, state: State, reset: Tensor) -> State:
+        """Start a new episode where reset [B] is true, without touching the stored keys/contents."""
+        keep = ~reset
+        return {**state, "accumulator": state["accumulator"] * keep.view(-1, 1, 1, 1).to(state["accumulator"]),
+                "valid": state["valid"] & keep[:, None], "chunks_written": state["chunks_written"] * keep,
+                "steps_in_chunk": state["steps_in_chunk"] * keep}
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """x [B, in] -> output [B, width] and the next state."""
+        position = state["steps_in_chunk"]  # [B]
+        slots = torch.arange(self.chunk_size, device=x.device)
+        at_position = (slots == position[:, None])[:, :, None]  # [B, C, 1]
+        local_mask = (slots <= position[:, None])[:, None, :]  # [B, 1, C]
+        keys, contents = state["keys"], state["contents"]
+        if self.stop_gradient:
+            keys, contents = keys.detach(), contents.detach()
+        h = self.input(x)
+        accumulators = []
+        for i, layer in enumerate(self.layers):
+            y = layer.norm_attn(h)
+            acc = torch.where(at_position, y[:, None], state["accumulator"][:, i])  # [B, C, D]
+            accumulators.append(acc)
+            local = layer.local_attn(y[:, None], self.with_positions(acc), self.with_positions(acc), local_mask)
+            read = self.read(layer.hierarchical_memory_attention, y, keys[:, i], contents[:, i], state["valid"])
+            h = h + local[:, 0] + read
+            h = h + layer.mlp(h)
+        return self.norm_out(h), self.write(state, torch.stack(accumulators, 1))
+
+    def with_positions(self, chunk: Tensor) -> Tensor:
+        if not self.memory_position_encoding:
+            return chunk
+        table = reversed_sinusoid(self.chunk_size, self.width)
+        return chunk + torch.as_tensor(table, dtype=chunk.dtype, device=chunk.device)
+
+    @staticmethod
+    def read(attention: HierarchicalMemoryAttention, y: Tensor, keys: Tensor, contents: Tensor,
+             valid: Tensor) -> Tensor:
+        """y [B, D] over keys [B, M, D], contents [B, M, C, D] -> [B, D]; empty slots read as zeros."""
+        weights, indices = attention.select(y[:, None], keys, valid[:, None])  # [B, 1, k]
+        chunks = gather_chunks(contents, indices)  # [B, 1, k, C, D]
+        chosen_valid = valid.gather(1, indices[:, 0])[:, None, :, None, None]
+        chunks = torch.where(chosen_valid, chunks, torch.zeros((), dtype=chunks.dtype, device=chunks.device))
+        return attention.attend(y[:, None], chunks, weights)[:, 0]
+
+    def write(self, state: State, accumulators: Tensor) -> State:
+        """Advance one step with this step's accumulators [B, L, C, D]; store the chunks that are now full."""
+        closing = state["steps_in_chunk"] == self.chunk_size - 1  # [B]
+        keys, contents, valid = state["keys"], state["contents"], state["valid"]
+        # A copy of the stored memory only on steps where some env closes a chunk.
+        if bool(closing.any()):
+            envs = closing.nonzero().squeeze(1)
+            slot = state["chunks_written"][envs] % self.max_chunks
+            chunk = accumulators[envs].detach() if self.stop_gradient else accumulators[envs]
+            keys, contents, valid = keys.clone(), contents.clone(), valid.clone()
+            keys[envs, :, slot] = chunk.mean(2)
+            contents[envs, :, slot] = chunk
+            valid[envs, slot] = True
+        keep = (~closing).view(-1, 1, 1, 1).to(accumulators)
+        return {"keys": keys, "contents": contents, "accumulator": accumulators * keep, "valid": valid,
+                "chunks_written": state["chunks_written"] + closing,
+                "steps_in_chunk": (state["steps_in_chunk"] + 1) * ~closing}
+
+
+def haiku_leaves(module: nn.Module) -> dict[str, nn.Module]:
+    """Haiku module path of every Linear and LayerNorm inside ``module`` (``layers.0.x`` -> ``layer_0/x``)."""
+    leaves = {}
+    for name, sub in module.named_modules():
+        if isinstance(sub, (nn.Linear, nn.LayerNorm)):
+            parts = [p if not p.isdigit() else f"layer_{p}" for p in name.split(".") if p != "layers"]
+            leaves["/".join([module.haiku_name, *parts])] = sub
+    return leaves
+
+
+def to_haiku_params(module: HierarchicalMemoryAttention | HCAM) -> dict[str, dict[str, np.ndarray]]:
+    """The module's parameters as a Haiku params dict with the reference/Haiku-twin names."""
+    params = {}
+    for path, leaf in haiku_leaves(module).items():
+        if isinstance(leaf, nn.Linear):
+            params[path] = linear_to_haiku(leaf)
+        else:
+            params[path] = {"scale": leaf.weight.detach().cpu().numpy().copy(),
+                            "offset": leaf.bias.detach().cpu().numpy().copy()}
+    return params
+
+
+@torch.no_grad()
+def load_haiku_params(module: HierarchicalMemoryAttention | HCAM, params: dict) -> None:
+    """Copy a Haiku params dict (reference names, e.g. ``hierarchical_memory_attention/query``) into ``module``."""
+    leaves = haiku_leaves(module)
+    ours = {p for p in params if p.split("/")[0] == module.haiku_name}
+    if ours != set(leaves):
+        raise ValueError(f"haiku params do not match {type(module).__name__}: missing {sorted(set(leaves) - ours)}, "
+                         f"unexpected {sorted(ours - set(leaves))}")
+    for path, leaf in leaves.items():
+        if isinstance(leaf, nn.Linear):
+            linear_from_haiku(leaf, params[path])
+            continue
+        for torch_param, haiku_key in ((leaf.weight, "scale"), (leaf.bias, "offset")):
+            value = torch.as_tensor(np.asarray(params[path][haiku_key]))
+            if value.shape != torch_param.shape:
+                raise ValueError(f"{path}/{haiku_key} has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(torch_param.shape)}")
+            torch_param.copy_(value)

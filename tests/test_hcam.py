@@ -1,0 +1,237 @@
+"""HCAM: the hierarchical read against a brute-force float64 computation, and the ``hcam`` memory's chunk store."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import memory
+from memory.hcam import HCAM, HierarchicalMemoryAttention, load_haiku_params, reversed_sinusoid, to_haiku_params
+
+B, Q, E, M, C, D, F, K, H = 2, 3, 5, 6, 4, 8, 12, 3, 2
+
+
+def read_module(**kwargs):
+    torch.manual_seed(0)
+    return HierarchicalMemoryAttention(E, D, F, K, H, **kwargs).double()
+
+
+def read_inputs(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    return (torch.randn(B, Q, E, generator=g, dtype=f64), torch.randn(B, M, D, generator=g, dtype=f64),
+            torch.randn(B, M, C, D, generator=g, dtype=f64), torch.rand(B, Q, M, generator=g) < 0.7)
+
+
+def brute_force_read(m, queries, keys, contents, mask):
+    """The reference read, one query at a time in float64 numpy: project every key, sort by (-logit, index)."""
+    w = {name: p.detach().numpy() for name, p in m.named_parameters()}
+    attn = m.within_mem_attn
+    table = reversed_sinusoid(C, D)
+    out = np.zeros((B, Q, F))
+    for b in range(B):
+        for q in range(Q):
+            query = queries[b, q].numpy()
+            logits = [(w["query.weight"] @ query) @ (w["key.weight"] @ keys[b, j].numpy()) / math.sqrt(F)
+                      if mask[b, q, j] else -1e6 for j in range(M)]
+            chosen = sorted(range(M), key=lambda j: (-logits[j], j))[:K]
+            top = np.array([logits[j] for j in chosen])
+            weights = np.exp(top - top.max()) / np.exp(top - top.max()).sum()
+            for weight, j in zip(weights, chosen):
+                chunk = contents[b, j].numpy() + table  # [C, D]
+                qh = (w["within_mem_attn.query.weight"] @ query + w["within_mem_attn.query.bias"]).reshape(H, -1)
+                kh = (chunk @ w["within_mem_attn.key.weight"].T + w["within_mem_attn.key.bias"]).reshape(C, H, -1)
+                vh = (chunk @ w["within_mem_attn.value.weight"].T + w["within_mem_attn.value.bias"]).reshape(C, H, -1)
+                heads = []
+                for h in range(H):
+                    s = kh[:, h] @ qh[h] / math.sqrt(attn.key_size)
+                    p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+                    heads.append(p @ vh[:, h])
+                step = w["within_mem_attn.linear.weight"] @ np.concatenate(heads) + w["within_mem_attn.linear.bias"]
+                out[b, q] += weight * step
+    return out
+
+
+def test_read_matches_brute_force_top_k():
+    m = read_module()
+    queries, keys, contents, mask = read_inputs()
+    mask[0, 1] = False  # one all-masked query: ties among -1e6
+    out = m(queries, keys, contents, mask)
+    assert out.shape == (B, Q, F)
+    np.testing.assert_allclose(out.detach().numpy(), brute_force_read(m, queries, keys, contents, mask),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_all_masked_memory_picks_first_k_chunks_uniformly():
+    m = read_module()
+    queries, keys, _, _ = read_inputs()
+    mask = torch.zeros(B, Q, M, dtype=torch.bool)
+    weights, indices = m.select(queries, keys, mask)
+    assert torch.equal(indices, torch.arange(K).expand(B, Q, K))
+    torch.testing.assert_close(weights, torch.full((B, Q, K), 1 / K, dtype=torch.float64))
+
+
+def test_masked_logit_is_minus_1e6_not_minus_inf():
+    m = read_module()
+    queries, _, _, _ = read_inputs()
+    direction = (m.query(queries[:, :1]) @ m.key.weight).detach()  # [B, 1, D]: logit = direction . key / sqrt(F)
+    keys = torch.zeros(B, M, D, dtype=torch.float64)
+    mask = torch.zeros(B, 1, M, dtype=torch.bool)
+    mask[:, :, 0] = True
+    for logit, expected_first in ((-2e6, 1), (-5e5, 0)):  # an unmasked chunk only wins above -1e6
+        keys[:, 0] = direction[:, 0] * logit * math.sqrt(F) / direction[:, 0].pow(2).sum(-1, keepdim=True)
+        _, indices = m.select(queries[:, :1], keys, mask)
+        assert (indices[..., 0] == expected_first).all()
+
+
+def test_reversed_sinusoid_is_added_to_contents():
+    table = reversed_sinusoid(C, D)
+    inv_freq = 1e4 ** (-np.arange(0, D, 2) / D)
+    for row in range(C):
+        position = C - 1 - row
+        angles = position * inv_freq
+        np.testing.assert_allclose(table[row], np.concatenate([np.sin(angles), np.cos(angles)]))
+    with_pe, without_pe = read_module(), read_module(memory_position_encoding=False)
+    queries, keys, contents, mask = read_inputs()
+    torch.testing.assert_close(with_pe(queries, keys, contents, mask),
+                               without_pe(queries, keys, contents + torch.as_tensor(table), mask))
+
+
+def test_gradients_stop_at_keys_and_contents():
+    m = read_module()
+    queries, keys, contents, mask = read_inputs()
+    for t in (queries, keys, contents):
+        t.requires_grad_(True)
+    m(queries, keys, contents, mask).sum().backward()
+    assert keys.grad is None and contents.grad is None
+    assert queries.grad.abs().sum() > 0
+    assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_haiku_params_round_trip():
+    m = read_module()
+    params = to_haiku_params(m)
+    assert set(params) == {"hierarchical_memory_attention/query", "hierarchical_memory_attention/key",
+                           *(f"hierarchical_memory_attention/within_mem_attn/{n}" for n in ("query", "key", "value",
+                                                                                              "linear"))}
+    assert params["hierarchical_memory_attention/query"]["w"].shape == (E, F)
+    assert set(params["hierarchical_memory_attention/within_mem_attn/linear"]) == {"w", "b"}
+    torch.manual_seed(5)
+    other = HierarchicalMemoryAttention(E, D, F, K, H).double()
+    load_haiku_params(other, params)
+    for (name, p), q in zip(m.named_parameters(), other.parameters()):
+        assert torch.equal(p, q), name
+    del params["hierarchical_memory_attention/key"]
+    with pytest.raises(ValueError, match="missing .*hierarchical_memory_attention/key"):
+        load_haiku_params(other, params)
+
+
+def test_read_bad_arguments():
+    with pytest.raises(ValueError, match="feature_size must be a multiple of num_heads"):
+        HierarchicalMemoryAttention(E, D, 10, K, num_heads=3)
+    with pytest.raises(ValueError, match="memory_size must be even"):
+        HierarchicalMemoryAttention(E, 7, F, K)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        HierarchicalMemoryAttention(E, D, F, 0)
+    m = read_module()
+    queries, keys, contents, mask = read_inputs()
+    with pytest.raises(ValueError, match="fewer than k=3"):
+        m(queries, keys[:, :2], contents[:, :2], mask[..., :2])
+    with pytest.raises(ValueError, match="mask must be bool"):
+        m(queries, keys, contents, mask.double())
+
+
+# The memory: chunk size 2, two slots, so chunks close and the oldest is evicted within a few steps.
+CONFIG = {"width": 8, "layers": 2, "heads": 2, "chunk_size": 2, "top_k": 2, "max_chunks": 2}
+
+
+def hcam(**overrides):
+    torch.manual_seed(0)
+    return memory.make("hcam", 3, **{**CONFIG, **overrides}).double()
+
+
+def run(m, x, reset=None, state=None):
+    reset = torch.zeros(x.shape[:2], dtype=torch.bool) if reset is None else reset
+    state = state or {k: v.double() if v.is_floating_point() else v for k, v in m.initial_state(x.shape[1]).items()}
+    return m(x, state, reset)
+
+
+def first_layer_inputs(m, x):
+    return m.layers[0].norm_attn(m.input(x)).detach()  # [T, B, W]: what layer 0 writes
+
+
+def test_chunks_store_means_and_evict_the_oldest():
+    m = hcam()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    _, state = run(m, x)
+    y = first_layer_inputs(m, x)
+    assert state["chunks_written"].tolist() == [3, 3] and state["valid"].all()
+    assert state["steps_in_chunk"].tolist() == [0, 0] and not state["accumulator"].any()
+    # Three chunks in two slots: slot 0 now holds chunk 2 (steps 4-5), slot 1 still chunk 1 (steps 2-3).
+    torch.testing.assert_close(state["contents"][:, 0, 0], y[4:6].transpose(0, 1))
+    torch.testing.assert_close(state["contents"][:, 0, 1], y[2:4].transpose(0, 1))
+    torch.testing.assert_close(state["keys"][:, 0], state["contents"][:, 0].mean(2))
+
+
+def test_reset_clears_exactly_and_stale_slots_are_never_read():
+    m = hcam()
+    x = torch.randn(9, 2, 3, dtype=torch.float64)
+    reset = torch.zeros(9, 2, dtype=torch.bool)
+    reset[5, 0] = True
+    out, state = run(m, x[:6], reset[:6])
+    assert state["valid"][0].sum() == 0 and state["chunks_written"][0] == 0 and state["steps_in_chunk"][0] == 1
+    assert not state["accumulator"][0, :, 1:].any()  # only the new episode's first step is in the accumulator
+    fresh, _ = run(m, x[5:6, :1])
+    torch.testing.assert_close(out[5, 0], fresh[0, 0], atol=1e-12, rtol=0)
+    # Stale keys/contents left in the cleared env's slots do not change anything that follows.
+    noisy = {**state, "keys": state["keys"] + 100.0, "contents": state["contents"] - 100.0}
+    noisy["keys"][1], noisy["contents"][1] = state["keys"][1], state["contents"][1]
+    torch.testing.assert_close(run(m, x[6:], state=noisy)[0], run(m, x[6:], state=state)[0], atol=1e-12, rtol=0)
+
+
+def test_no_copy_of_the_store_on_steps_that_close_no_chunk():
+    m = hcam(chunk_size=3)
+    x = torch.randn(1, 2, 3, dtype=torch.float64)
+    _, state = run(m, x)
+    _, after = run(m, x, state=state)
+    assert after["contents"] is state["contents"] and after["keys"] is state["keys"]
+
+
+def test_gradients_stop_at_stored_chunks_by_default():
+    m = hcam(chunk_size=2, max_chunks=3)
+    x = torch.randn(8, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = run(m, x)
+    out[-1].sum().backward()  # steps 6-7 are the current chunk; chunks 0-2 (steps 0-5) are stored
+    assert x.grad[:6].abs().sum() == 0 and x.grad[6].abs().sum() > 0 and x.grad[7].abs().sum() > 0
+    assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+    m.zero_grad()
+    x.grad = None
+    out, _ = run(hcam(chunk_size=2, max_chunks=3, stop_gradient=False), x)
+    out[-1].sum().backward()
+    assert x.grad[0].abs().sum() > 0
+
+
+def test_memory_haiku_round_trip():
+    m = hcam()
+    other = hcam(top_k=1)
+    load_haiku_params(other, to_haiku_params(m))
+    for (name, p), q in zip(m.named_parameters(), other.parameters()):
+        assert torch.equal(p, q), name
+    assert "hcam/layer_1/hierarchical_memory_attention/within_mem_attn/value" in to_haiku_params(m)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("width", 7, "memory.width must be even and a multiple of memory.heads"),
+    ("max_chunks", 1, "memory.max_chunks must be >= memory.top_k"),
+    ("chunk_size", 0, "memory.chunk_size must be a positive integer"),
+    ("chunks", 4, "memory.chunks: not an option"),
+])
+def test_memory_bad_arguments(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        memory.make("hcam", 3, **{**CONFIG, option: value})
+
+
+def test_memory_is_registered_with_paper_sized_defaults():
+    m = HCAM(5)
+    assert (m.output_size, len(m.layers), m.chunk_size, m.max_chunks) == (256, 4, 16, 64)
