@@ -59,6 +59,37 @@ def train_steps_per_second(trainer, warmup: int, iterations: int) -> dict[str, f
             "update_share": update_time / (rollout_time + update_time)}
 
 
+def env_only_table(configs, device, env_steps: int) -> list[str]:
+    lines = ["| env | kwargs | envs | env-only steps/s |", "|---|---|---:|---:|"]
+    for cfg in configs:
+        n = ppo_config(cfg).num_envs
+        sps = env_steps_per_second(make_env(cfg, n, device), device, env_steps)
+        kwargs = ", ".join(f"{k}={v}" for k, v in cfg.env.kwargs.items())
+        lines.append(f"| {cfg.env.name} | {kwargs} | {n} | {sps:,.0f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def training_table(configs, device, args) -> list[str]:
+    lines = ["| env | memory | envs | env-only steps/s | PPO SPS | rollout SPS | update share | env-only / PPO |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    env_only: dict[tuple, float] = {}
+    for cfg in configs:
+        n = ppo_config(cfg).num_envs
+        key = (cfg.env.name, n)
+        if key not in env_only:
+            env_only[key] = env_steps_per_second(make_env(cfg, n, device), device, args.env_steps)
+        torch.manual_seed(0)
+        result = train_steps_per_second(make_trainer(cfg, device), args.warmup, args.iterations)
+        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {n} | {env_only[key]:,.0f} | {result['sps']:,.0f} | "
+                     f"{result['rollout_sps']:,.0f} | {result['update_share']:.2f} | "
+                     f"{env_only[key] / result['sps']:.1f}x |")
+        print(lines[-1], flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return lines
+
+
 def expand(overrides: list[str]) -> list[list[str]]:
     """``a=1,2 b=3`` -> ``[[a=1, b=3], [a=2, b=3]]`` (every combination)."""
     axes = []
@@ -74,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--env-steps", type=int, default=200, help="steps per env-only measurement")
+    parser.add_argument("--env-only", action="store_true", help="measure the envs alone, no training")
     parser.add_argument("--out", default=None, help="also write the table to this file")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         configs = [load(o) for o in expand(args.overrides)]
     except ConfigError as err:
@@ -83,23 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(configs[0].device)
     if configs[0].threads:
         torch.set_num_threads(int(configs[0].threads))
-    lines = ["| env | memory | envs | env-only steps/s | PPO SPS | rollout SPS | update share | PPO / env-only |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    env_only: dict[tuple, float] = {}
-    for cfg in configs:
-        n = ppo_config(cfg).num_envs
-        key = (cfg.env.name, n)
-        if key not in env_only:
-            env_only[key] = env_steps_per_second(make_env(cfg, n, device), device, args.env_steps)
-        torch.manual_seed(0)
-        result = train_steps_per_second(make_trainer(cfg, device), args.warmup, args.iterations)
-        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {n} | {env_only[key]:,.0f} | {result['sps']:,.0f} | "
-                     f"{result['rollout_sps']:,.0f} | {result['update_share']:.2f} | "
-                     f"{env_only[key] / result['sps']:.1f}x |")
-        print(lines[-1], flush=True)
-        del result
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    lines = env_only_table(configs, device, args.env_steps) if args.env_only else \
+        training_table(configs, device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = f"device: {name}, torch {torch.__version__}\n\n" + "\n".join(lines)
     print("\n" + table)
