@@ -47,6 +47,7 @@ class PPOConfig:
     encoder: str = "auto"  # auto | mlp | impala | nature
     encoder_hidden: int = 64  # MLP encoder width
     compile: bool = False  # torch.compile the agent's forward
+    cuda_graph: bool = False  # capture the whole rollout (agent + batched env on the GPU) as one CUDA graph
     bf16: bool = False  # bf16 autocast for forward passes (CUDA)
 
     def __post_init__(self):
@@ -123,17 +124,29 @@ class PPO:
         if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
             raise ValueError(f"env action space {env.single_action_space} is not supported; accepted: Discrete")
         self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
-        self.optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
+        # A captured update reads the learning rate from a tensor, so annealing reaches the graph.
+        lr = torch.tensor(cfg.lr, device=device) if cfg.cuda_graph else cfg.lr
+        self.optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cfg.cuda_graph)
         self.forward = torch.compile(agent) if cfg.compile else agent
         self.context_keys = agent.memory.context_keys
         self.global_step = 0
         self.iteration = 0
         self.seed = seed
         obs, info = env.reset(seed=seed)
-        self.next_obs = to_tensor(obs, device)
-        self.next_context = self._context(info)
+        # Our own tensors, which rollouts copy into (a captured CUDA graph reads and writes these addresses).
+        self.next_obs = _map(torch.clone, to_tensor(obs, device))
+        context = self._context(info)
+        self.next_context = None if context is None else {k: v.clone() for k, v in context.items()}
         self.next_reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)
         self.state = agent.memory.initial_state(cfg.num_envs, device)
+        if cfg.cuda_graph and (device.type != "cuda" or not hasattr(env, "state_dict")):
+            raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
+                             "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
+        self.buf = self._allocate()
+        self.loss_sums = torch.zeros(6, device=device)  # pg loss, v loss, entropy, approx kl, clip frac, grad norm
+        self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None  # the captured rollout
+        self.update_graph: torch.cuda.CUDAGraph | None = None  # the captured minibatch step
 
     def _context(self, info: dict) -> dict[str, Tensor] | None:
         if not self.context_keys:
@@ -147,102 +160,130 @@ class PPO:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     # --- rollout ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def rollout(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        cfg, T, N, dev = self.cfg, self.cfg.rollout_len, self.cfg.num_envs, self.device
-        obs_buf = _map(lambda x: torch.empty((T, *x.shape), dtype=x.dtype, device=dev), self.next_obs)
-        reset_buf = torch.empty((T, N), dtype=torch.bool, device=dev)
-        act_buf = torch.empty((T, N), dtype=torch.int64, device=dev)
-        logp_buf, val_buf, rew_buf = (torch.empty((T, N), device=dev) for _ in range(3))
-        done_buf = torch.empty((T, N), dtype=torch.bool, device=dev)
-        ctx_buf = {k: torch.empty((T, N), dtype=torch.int64, device=dev) for k in self.context_keys}
-        stats = torch.zeros(4, device=dev)  # episodes, return sum, length sum, success sum
-        start_state = self.state
+    def _allocate(self) -> dict[str, Any]:
+        """Rollout buffers, written in place so the same rollout body can be replayed as a CUDA graph."""
+        T, N, dev = self.cfg.rollout_len, self.cfg.num_envs, self.device
+        empty = lambda dtype=torch.float32: torch.empty((T, N), dtype=dtype, device=dev)  # noqa: E731
+        return {"obs": _map(lambda x: torch.empty((T, *x.shape), dtype=x.dtype, device=dev), self.next_obs),
+                "reset": empty(torch.bool), "actions": empty(torch.int64), "logprobs": empty(), "values": empty(),
+                "rewards": empty(), "dones": empty(torch.bool), "advantages": empty(), "returns": empty(),
+                "context": {k: empty(torch.int64) for k in self.context_keys},
+                "start_state": {k: torch.empty_like(v) for k, v in self.state.items()},
+                "stats": torch.zeros(4, device=dev)}  # episodes, return sum, length sum, success sum
 
-        for t in range(T):
-            _map_set(obs_buf, t, self.next_obs)
-            reset_buf[t] = self.next_reset
-            ctx = self.next_context
+    def _policy(self, obs: Obs, state, reset: Tensor, context):
+        """One step of the agent for all envs: obs [N, ...] -> logits [N, A], value [N], next state."""
+        with self._autocast():
+            logits, value, state = self.forward(_map(lambda x: x.unsqueeze(0), obs), state, reset.unsqueeze(0),
+                                                None if context is None else
+                                                {k: v.unsqueeze(0) for k, v in context.items()})
+        return logits[0], value[0].float(), state
+
+    @torch.no_grad()
+    def _rollout_body(self) -> None:
+        """Collect T steps into ``self.buf``; every write lands in preallocated tensors (no host syncs)."""
+        cfg, buf, dev = self.cfg, self.buf, self.device
+        for k, v in self.state.items():
+            buf["start_state"][k].copy_(v)
+        buf["stats"].zero_()
+        state = dict(self.state)
+        for t in range(cfg.rollout_len):
+            _map_set(buf["obs"], t, self.next_obs)
+            buf["reset"][t] = self.next_reset
             for k in self.context_keys:
-                ctx_buf[k][t] = ctx[k]
-            with self._autocast():
-                logits, value, self.state = self.forward(
-                    _map(lambda x: x.unsqueeze(0), self.next_obs), self.state, self.next_reset.unsqueeze(0),
-                    None if ctx is None else {k: v.unsqueeze(0) for k, v in ctx.items()})
-            action = sample(logits[0])
-            act_buf[t], logp_buf[t], val_buf[t] = action, log_prob(logits[0], action), value[0].float()
+                buf["context"][k][t] = self.next_context[k]
+            logits, value, state = self._policy(self.next_obs, state, self.next_reset, self.next_context)
+            action = sample(logits)
+            buf["actions"][t], buf["logprobs"][t], buf["values"][t] = action, log_prob(logits, action), value
 
             obs, reward, terminated, truncated, info = self.env.step(action)
             done = to_tensor(terminated, dev) | to_tensor(truncated, dev)
-            rew_buf[t] = to_tensor(reward, dev).float()
-            done_buf[t] = done
-            self.next_obs, self.next_reset = to_tensor(obs, dev), done
-            self.next_context = self._context(info)
+            buf["rewards"][t], buf["dones"][t] = to_tensor(reward, dev).float(), done
+            _map_copy(self.next_obs, to_tensor(obs, dev))
+            self.next_reset.copy_(done)
+            if self.context_keys:
+                _map_copy(self.next_context, self._context(info))
             if "episode" in info:
                 ended = to_tensor(info["_episode"], dev).float()
-                success = to_tensor(info.get("success", torch.zeros(N)), dev).float()
-                stats += torch.stack([ended.sum(), (to_tensor(info["episode"]["r"], dev).float() * ended).sum(),
-                                      (to_tensor(info["episode"]["l"], dev).float() * ended).sum(),
-                                      (success * ended).sum()])
+                success = to_tensor(info["success"], dev).float() if "success" in info else torch.zeros_like(ended)
+                buf["stats"] += torch.stack([ended.sum(), (to_tensor(info["episode"]["r"], dev).float() * ended).sum(),
+                                             (to_tensor(info["episode"]["l"], dev).float() * ended).sum(),
+                                             (success * ended).sum()])
+        _, next_value, _ = self._policy(self.next_obs, state, self.next_reset, self.next_context)
+        for k, v in state.items():
+            self.state[k].copy_(v)
+        buf["advantages"].copy_(gae(buf["rewards"], buf["values"], buf["dones"], next_value, cfg.gamma,
+                                    cfg.gae_lambda))
+        torch.add(buf["advantages"], buf["values"], out=buf["returns"])
 
-        with self._autocast():
-            _, next_value, _ = self.forward(_map(lambda x: x.unsqueeze(0), self.next_obs), self.state,
-                                            self.next_reset.unsqueeze(0),
-                                            None if self.next_context is None else
-                                            {k: v.unsqueeze(0) for k, v in self.next_context.items()})
-        advantages = gae(rew_buf, val_buf, done_buf, next_value[0].float(), cfg.gamma, cfg.gae_lambda)
-        self.state = memories.detach_state(self.state)
-        self.global_step += T * N
-        batch = {"obs": obs_buf, "reset": reset_buf, "actions": act_buf, "logprobs": logp_buf, "values": val_buf,
-                 "advantages": advantages, "returns": advantages + val_buf, "context": ctx_buf,
-                 "start_state": start_state}
-        return batch, {"episodes": stats[0], "return_sum": stats[1], "length_sum": stats[2], "success_sum": stats[3]}
+    def rollout(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Run the rollout body: eagerly, or as a replay of its CUDA graph once one is captured."""
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.cfg.cuda_graph and self.iteration >= 2:  # the first rollouts warm up kernels and allocator
+            self.graph = _capture(self._rollout_body)
+            self.graph.replay()
+        else:
+            self._rollout_body()
+        self.global_step += self.cfg.steps_per_rollout
+        stats = self.buf["stats"]
+        return self.buf, {"episodes": stats[0], "return_sum": stats[1], "length_sum": stats[2],
+                          "success_sum": stats[3]}
 
     # --- update -------------------------------------------------------------------------------------------------
-    def update(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def _minibatch_step(self, idx: Tensor) -> None:
+        """One clipped-PPO gradient step on the env columns ``idx [n_mb]`` of ``self.buf``; adds to the loss sums."""
+        cfg, batch = self.cfg, self.buf
+        mb = lambda x: x[:, idx]  # noqa: E731  [T, N, ...] -> [T, n_mb, ...]
+        context = {k: mb(v) for k, v in batch["context"].items()} or None
+        with self._autocast():
+            logits, new_value, _ = self.forward(_map(mb, batch["obs"]),
+                                                memories.index_state(batch["start_state"], idx),
+                                                mb(batch["reset"]), context)
+        new_value = new_value.float()
+        new_logp = log_prob(logits, mb(batch["actions"]))
+        log_ratio = new_logp - mb(batch["logprobs"])
+        ratio = log_ratio.exp()
+        adv = mb(batch["advantages"])
+        if cfg.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        returns, old_values = mb(batch["returns"]), mb(batch["values"])
+        if cfg.clip_vloss:
+            clipped = old_values + (new_value - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
+            v_loss = 0.5 * torch.max((new_value - returns) ** 2, (clipped - returns) ** 2).mean()
+        else:
+            v_loss = 0.5 * ((new_value - returns) ** 2).mean()
+        ent = entropy(logits).mean()
+        loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_frac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
+            self.loss_sums += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), approx_kl, clip_frac,
+                                           grad_norm.float()])
+
+    def update(self) -> dict[str, Tensor]:
+        """``update_epochs`` passes over the rollout in minibatches of whole env columns; mean loss statistics."""
         cfg = self.cfg
         n_mb = cfg.num_envs // cfg.num_minibatches
-        sums = torch.zeros(6, device=self.device)  # pg loss, v loss, entropy, approx kl, clip frac, grad norm
-        count = 0
+        self.loss_sums.zero_()
         for _ in range(cfg.update_epochs):
             perm = torch.randperm(cfg.num_envs, device=self.device)
             for start in range(0, cfg.num_envs, n_mb):
                 idx = perm[start:start + n_mb]  # whole env columns
-                mb = lambda x: x[:, idx]  # noqa: E731  [T, N, ...] -> [T, n_mb, ...]
-                context = {k: mb(v) for k, v in batch["context"].items()} or None
-                with self._autocast():
-                    logits, new_value, _ = self.forward(_map(mb, batch["obs"]),
-                                                        memories.index_state(batch["start_state"], idx),
-                                                        mb(batch["reset"]), context)
-                new_value = new_value.float()
-                new_logp = log_prob(logits, mb(batch["actions"]))
-                log_ratio = new_logp - mb(batch["logprobs"])
-                ratio = log_ratio.exp()
-                adv = mb(batch["advantages"])
-                if cfg.norm_adv:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss = torch.max(-adv * ratio,
-                                    -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-                returns, old_values = mb(batch["returns"]), mb(batch["values"])
-                if cfg.clip_vloss:
-                    clipped = old_values + (new_value - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max((new_value - returns) ** 2, (clipped - returns) ** 2).mean()
-                else:
-                    v_loss = 0.5 * ((new_value - returns) ** 2).mean()
-                ent = entropy(logits).mean()
-                loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
-
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clip_frac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
-                    sums += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), approx_kl, clip_frac,
-                                         grad_norm.float()])
-                count += 1
-        means = sums / count
+                if self.update_graph is None and not (cfg.cuda_graph and self.iteration >= 2):
+                    self._minibatch_step(idx)
+                    continue
+                self.mb_index.copy_(idx)
+                if self.update_graph is None:
+                    self.update_graph = _capture(lambda: self._minibatch_step(self.mb_index))
+                self.update_graph.replay()
+        means = self.loss_sums / (cfg.update_epochs * cfg.num_minibatches)
         names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
         return dict(zip(names, means))
 
@@ -251,9 +292,9 @@ class PPO:
         cfg = self.cfg
         if cfg.anneal_lr:
             frac = 1.0 - self.iteration / cfg.num_iterations
-            self.optimizer.param_groups[0]["lr"] = cfg.lr * max(frac, 0.0)
-        batch, ep = self.rollout()
-        losses = self.update(batch)
+            self._set_lr(cfg.lr * max(frac, 0.0))
+        _, ep = self.rollout()
+        losses = self.update()
         self.iteration += 1
         values = {k: v.item() for k, v in {**ep, **losses}.items()}  # the one host sync per iteration
         if not all(math.isfinite(v) for v in values.values()):
@@ -261,13 +302,20 @@ class PPO:
             raise FloatingPointError(f"non-finite {', '.join(bad)} at step {self.global_step} "
                                      f"(iteration {self.iteration})")
         n = values.pop("episodes")
-        out = {"step": self.global_step, "iteration": self.iteration, "lr": self.optimizer.param_groups[0]["lr"],
+        out = {"step": self.global_step, "iteration": self.iteration, "lr": float(self.optimizer.param_groups[0]["lr"]),
                "episodes": n}
         if n > 0:
             out |= {"episode_return": values["return_sum"] / n, "episode_length": values["length_sum"] / n,
                     "success": values["success_sum"] / n}
         out |= {k: values[k] for k in losses}
         return out
+
+    def _set_lr(self, lr: float) -> None:
+        group = self.optimizer.param_groups[0]
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
     # --- checkpointing ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -292,10 +340,29 @@ class PPO:
         if "env" in state and hasattr(self.env, "load_state_dict"):
             # Batched envs restore mid-episode; others restart their episodes (the memory state is reset to match).
             self.env.load_state_dict(state["env"])
-            self.state = memories.state_to(state["memory_state"], self.device)
-            self.next_obs = to_tensor(state["next_obs"], self.device)
-            self.next_reset = state["next_reset"].to(self.device)
-            self.next_context = state["next_context"] and to_tensor(state["next_context"], self.device)
+            for k, v in state["memory_state"].items():
+                self.state[k].copy_(v)
+            _map_copy(self.next_obs, to_tensor(state["next_obs"], self.device))
+            self.next_reset.copy_(state["next_reset"])
+            if self.context_keys:
+                _map_copy(self.next_context, to_tensor(state["next_context"], self.device))
+
+
+def _map_copy(dst: Obs, src: Obs) -> None:
+    if isinstance(dst, dict):
+        for k in dst:
+            dst[k].copy_(src[k])
+    else:
+        dst.copy_(src)
+
+
+def _capture(fn) -> torch.cuda.CUDAGraph:
+    """Record ``fn``'s GPU work once; replaying the graph reruns it with one launch instead of thousands."""
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
 
 
 def _map_set(buf: Obs, t: int, value: Obs) -> None:

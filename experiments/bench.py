@@ -25,18 +25,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def env_steps_per_second(env, device: torch.device, steps: int) -> float:
+def env_steps_per_second(env, device: torch.device, steps: int, repeats: int = 3) -> float:
+    """Median over ``repeats`` timed runs of ``steps`` steps with random actions, after a warm-up run."""
     env.reset(seed=0)
     n = env.num_envs
     actions = torch.randint(0, int(env.single_action_space.n), (steps, n), device=device)
-    for t in range(min(10, steps)):  # warm-up
-        env.step(actions[t])
-    sync(device)
-    t0 = time.perf_counter()
-    for t in range(steps):
-        env.step(actions[t])
-    sync(device)
-    return steps * n / (time.perf_counter() - t0)
+    rates = []
+    for run in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        for t in range(steps):
+            env.step(actions[t])
+        sync(device)
+        if run:  # run 0 warms up kernels and the allocator
+            rates.append(steps * n / (time.perf_counter() - t0))
+    return sorted(rates)[len(rates) // 2]
 
 
 def train_steps_per_second(trainer, warmup: int, iterations: int) -> dict[str, float]:
@@ -47,10 +50,10 @@ def train_steps_per_second(trainer, warmup: int, iterations: int) -> dict[str, f
     for _ in range(iterations):
         sync(device)
         t0 = time.perf_counter()
-        batch, _ = trainer.rollout()
+        trainer.rollout()
         sync(device)
         t1 = time.perf_counter()
-        trainer.update(batch)
+        trainer.update()
         sync(device)
         rollout_time += t1 - t0
         update_time += time.perf_counter() - t1

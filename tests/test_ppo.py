@@ -88,3 +88,10 @@ def test_rollout_stores_start_state_and_replays_columns():
         _, value, _ = agent(batch["obs"][:, idx], {k: v[idx] for k, v in batch["start_state"].items()},
                             batch["reset"][:, idx])
     torch.testing.assert_close(value, batch["values"][:, idx])
+
+
+def test_cuda_graph_needs_a_batched_gpu_env():
+    cfg = PPOConfig(num_envs=4, num_minibatches=2, cuda_graph=True)
+    env = envs.make_vector("rlmem/EndlessTMaze-v0", 4, device="cpu")
+    with pytest.raises(ValueError, match="agent.cuda_graph needs a CUDA device"):
+        PPO(env, Agent(env.single_observation_space, 3, "lstm"), cfg, torch.device("cpu"))
