@@ -30,11 +30,14 @@ def variance_scaling_(weight: Tensor, scale: float = 2.0) -> None:
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
-def reversed_sinusoid(chunk_size: int, dim: int) -> np.ndarray:
-    """Position table [C, D]: row i encodes position C-1-i, layout concat([sin, cos]) (the reference's)."""
-    inv_freq = 1e4 ** (-np.arange(0, dim, 2) / dim)
-    angles = np.outer(np.arange(chunk_size - 1, -1, -1.0), inv_freq)
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
+def reversed_sinusoid(chunk_size: int, dim: int, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+    """Position table [C, D]: row i encodes position C-1-i, layout concat([sin, cos]) (the reference's).
+
+    Built with tensor ops on ``device`` (computed in float64, then cast), so no host-to-device copy is needed.
+    """
+    inv_freq = 1e4 ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
+    angles = torch.outer(torch.arange(chunk_size - 1, -1, -1, dtype=torch.float64, device=device), inv_freq)
+    return torch.cat([angles.sin(), angles.cos()], -1).to(dtype)
 
 
 def stable_top_k(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -43,10 +46,10 @@ def stable_top_k(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values[..., :k], indices[..., :k]
 
 
-def gather_chunks(contents: Tensor, indices: Tensor) -> Tensor:
-    """contents [B, M, C, D], indices [B, Q, k] -> the selected chunks [B, Q, k, C, D]."""
-    batch = torch.arange(contents.shape[0], device=contents.device).view(-1, 1, 1)
-    return contents[batch, indices]
+def gather_slots(store: Tensor, indices: Tensor) -> Tensor:
+    """store [B, M, ...], indices [B, Q, k] -> the selected slots [B, Q, k, ...]."""
+    batch = torch.arange(store.shape[0], device=store.device).view(-1, 1, 1)
+    return store[batch, indices]
 
 
 def _positive(**values: int) -> None:
@@ -99,22 +102,36 @@ class HierarchicalMemoryAttention(nn.Module):
             raise ValueError(f"mask must be bool [B, Q, M] = {[batch, num_queries, keys.shape[1]]}, "
                              f"got {mask.dtype} {list(mask.shape)}")
         weights, indices = self.select(queries, keys.detach(), mask)
-        return self.attend(queries, gather_chunks(contents.detach(), indices), weights)
+        return self.attend(queries, gather_slots(contents.detach(), indices), weights)
 
     def select(self, queries: Tensor, keys: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Chunk weights [B, Q, k] (softmax over the top-k logits) and chunk indices [B, Q, k]."""
+        """Chunk weights [B, Q, k] (softmax over the top-k logits) and chunk indices [B, Q, k].
+
+        Chunks are ranked without autograd and the weights recomputed from the k chosen keys, so backward keeps
+        only those [B, Q, k, D], not the whole key store: the store may then be updated in place after the read.
+        """
         queries_in_key_space = self.query(queries) @ self.key.weight  # [B, Q, D]
-        logits = torch.einsum("bqd,bmd->bqm", queries_in_key_space, keys) / math.sqrt(self.feature_size)
+        scale = math.sqrt(self.feature_size)
+        with torch.no_grad():
+            logits = torch.einsum("bqd,bmd->bqm", queries_in_key_space, keys) / scale
+            if mask is not None:
+                logits = torch.where(mask, logits, torch.full_like(logits, MASKED_CHUNK_LOGIT))
+            _, indices = stable_top_k(logits, self.k)
+        top_logits = torch.einsum("bqd,bqkd->bqk", queries_in_key_space, gather_slots(keys, indices)) / scale
         if mask is not None:
-            logits = torch.where(mask, logits, torch.full_like(logits, MASKED_CHUNK_LOGIT))
-        top_logits, indices = stable_top_k(logits, self.k)
+            top_logits = torch.where(mask.gather(-1, indices), top_logits,
+                                     torch.full_like(top_logits, MASKED_CHUNK_LOGIT))
         return torch.softmax(top_logits, dim=-1), indices
 
-    def attend(self, queries: Tensor, chunks: Tensor, weights: Tensor) -> Tensor:
-        """Each query attends to the C steps of each of its chunks [B, Q, k, C, D]; mixed by weights [B, Q, k]."""
+    def attend(self, queries: Tensor, chunks: Tensor, weights: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Each query attends to the C steps of each of its chunks [B, Q, k, C, D]; mixed by weights [B, Q, k].
+
+        ``positions [C, D]`` is the position table to add (built here when not given).
+        """
         if self.memory_position_encoding:
-            table = reversed_sinusoid(chunks.shape[-2], chunks.shape[-1])
-            chunks = chunks + torch.as_tensor(table, dtype=chunks.dtype, device=chunks.device)
+            if positions is None:
+                positions = reversed_sinusoid(chunks.shape[-2], chunks.shape[-1], chunks.dtype, chunks.device)
+            chunks = chunks + positions
         tiled = queries[:, :, None, None, :].expand(*chunks.shape[:3], 1, queries.shape[-1])  # [B, Q, k, 1, E]
         read = self.within_mem_attn(tiled, chunks, chunks).squeeze(-2)  # [B, Q, k, F]
         return (weights.unsqueeze(-1) * read).sum(-2)
@@ -147,8 +164,23 @@ class HCAM(Memory):
     Per step: x -> ``input`` (Linear to width) -> layers (``HCAMLayer``) -> ``norm_out``. Each layer writes its memory
     input y into its accumulator at the step's position in the chunk; local attention sees positions up to the
     current one (plus the same reversed sinusoid the read adds to stored chunks, so a step keeps its position code
-    when its chunk is stored). After C steps the chunk is closed: its key is the mean of its C steps, it goes into
-    slot ``chunks_written % max_chunks`` (the oldest chunk is evicted) and the accumulator restarts.
+    when its chunk is stored). A chunk is full after C steps; the next step first stores it (its key is the mean of
+    its C steps) in slot ``chunks_written % max_chunks``, evicting the oldest chunk, and restarts the accumulator.
+    Storing at the start of the next step rather than at the end of the filling one reads the same chunks at every
+    step; it makes a step's write depend only on its input state, so repeating a step from the same state writes
+    the same values to the same slot (see ``in_place``).
+
+    The store is written in place, one slot per env and step (an env with no full chunk writes its slot's own
+    content back), so a step costs the same however many chunks are stored and needs no host sync (it can run
+    inside a CUDA graph). ``in_place`` says whose store that is:
+
+    - ``False`` (default): ``forward`` first copies ``keys``/``contents`` (once per call, not per step) and never
+      changes the state it is given, as the memory contract asks. A call over T steps pays one copy of the store.
+    - ``True``: ``forward`` updates ``keys``/``contents`` of the state it is given, and the state it returns shares
+      them. A caller that keeps a state to run from later must copy its tensors (``clone``/``copy_`` or index it
+      with an index tensor, which copies); running from a state that later calls have advanced reads chunks they
+      stored. Repeating a call from the latest state (a value bootstrap) is exact, because a step only stores the
+      chunk its input state holds. This makes per-step rollouts flat in the store size.
 
     Gradients stop at stored chunks (the paper's choice) and flow through the current chunk and every parameter.
     ``stop_gradient=False`` is an ablation that lets gradients also reach chunks stored during the same call; the
@@ -161,14 +193,15 @@ class HCAM(Memory):
     The read of an empty memory matches the reference's read of a zero memory (uniform over its first k slots).
 
     State (L layers, M = max_chunks, C = chunk_size, D = width): keys [B, L, M, D], contents [B, L, M, C, D],
-    accumulator [B, L, C, D], valid [B, M] bool, chunks_written [B] and steps_in_chunk [B] int64.
+    accumulator [B, L, C, D], valid [B, M] bool, chunks_written [B] and steps_in_chunk [B] int64 (C: a full chunk
+    waits to be stored).
     """
 
     haiku_name = "hcam"
 
     def __init__(self, input_size: int, width: int = 256, layers: int = 4, heads: int = 4, chunk_size: int = 16,
                  top_k: int = 8, max_chunks: int = 64, memory_position_encoding: bool = True,
-                 stop_gradient: bool = True):
+                 stop_gradient: bool = True, in_place: bool = False):
         super().__init__()
         _positive(**{"memory.input_size": input_size, "memory.width": width, "memory.layers": layers,
                      "memory.heads": heads, "memory.chunk_size": chunk_size, "memory.top_k": top_k,
@@ -177,13 +210,17 @@ class HCAM(Memory):
             raise ValueError(f"memory.width must be even and a multiple of memory.heads={heads}, got {width}")
         if max_chunks < top_k:
             raise ValueError(f"memory.max_chunks must be >= memory.top_k={top_k}, got {max_chunks}")
+        if not isinstance(in_place, bool):
+            raise ValueError(f"memory.in_place must be true or false, got {in_place!r}")
         self.input_size, self.output_size = input_size, width
         self.width, self.chunk_size, self.max_chunks = width, chunk_size, max_chunks
-        self.stop_gradient = stop_gradient
+        self.stop_gradient, self.in_place = stop_gradient, in_place
         self.memory_position_encoding = memory_position_encoding
         self.input = nn.Linear(input_size, width)
         self.layers = nn.ModuleList(HCAMLayer(width, heads, top_k, memory_position_encoding) for _ in range(layers))
         self.norm_out = nn.LayerNorm(width)
+        # Kept on the module's device and dtype, so a step never copies it from the host.
+        self.register_buffer("positions", reversed_sinusoid(chunk_size, width, torch.float32), persistent=False)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         n, m, c, d = len(self.layers), self.max_chunks, self.chunk_size, self.width
@@ -196,6 +233,8 @@ class HCAM(Memory):
 
     def forward(self, x, state, reset, context=None):
         self.check_inputs(x, state, reset)
+        if not self.in_place:
+            state = {**state, "keys": state["keys"].clone(), "contents": state["contents"].clone()}
         outputs = []
         for t in range(x.shape[0]):  # x [T, B, in]
             out, state = self.step(x[t], self.clear(state, reset[t]))
@@ -210,7 +249,8 @@ class HCAM(Memory):
                 "steps_in_chunk": state["steps_in_chunk"] * keep}
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """x [B, in] -> output [B, width] and the next state."""
+        """x [B, in] -> output [B, width] and the next state; writes the store of ``state`` in place."""
+        state = self.store_full_chunks(state)
         position = state["steps_in_chunk"]  # [B]
         slots = torch.arange(self.chunk_size, device=x.device)
         at_position = (slots == position[:, None])[:, :, None]  # [B, C, 1]
@@ -228,41 +268,33 @@ class HCAM(Memory):
             read = self.read(layer.hierarchical_memory_attention, y, keys[:, i], contents[:, i], state["valid"])
             h = h + local[:, 0] + read
             h = h + layer.mlp(h)
-        return self.norm_out(h), self.write(state, torch.stack(accumulators, 1))
+        return self.norm_out(h), {**state, "accumulator": torch.stack(accumulators, 1), "steps_in_chunk": position + 1}
 
     def with_positions(self, chunk: Tensor) -> Tensor:
-        if not self.memory_position_encoding:
-            return chunk
-        table = reversed_sinusoid(self.chunk_size, self.width)
-        return chunk + torch.as_tensor(table, dtype=chunk.dtype, device=chunk.device)
+        return chunk + self.positions if self.memory_position_encoding else chunk
 
-    @staticmethod
-    def read(attention: HierarchicalMemoryAttention, y: Tensor, keys: Tensor, contents: Tensor,
+    def read(self, attention: HierarchicalMemoryAttention, y: Tensor, keys: Tensor, contents: Tensor,
              valid: Tensor) -> Tensor:
         """y [B, D] over keys [B, M, D], contents [B, M, C, D] -> [B, D]; empty slots read as zeros."""
         weights, indices = attention.select(y[:, None], keys, valid[:, None])  # [B, 1, k]
-        chunks = gather_chunks(contents, indices)  # [B, 1, k, C, D]
+        chunks = gather_slots(contents, indices)  # [B, 1, k, C, D]
         chosen_valid = valid.gather(1, indices[:, 0])[:, None, :, None, None]
         chunks = torch.where(chosen_valid, chunks, torch.zeros((), dtype=chunks.dtype, device=chunks.device))
-        return attention.attend(y[:, None], chunks, weights)[:, 0]
+        return attention.attend(y[:, None], chunks, weights, self.positions)[:, 0]
 
-    def write(self, state: State, accumulators: Tensor) -> State:
-        """Advance one step with this step's accumulators [B, L, C, D]; store the chunks that are now full."""
-        closing = state["steps_in_chunk"] == self.chunk_size - 1  # [B]
-        keys, contents, valid = state["keys"], state["contents"], state["valid"]
-        # A copy of the stored memory only on steps where some env closes a chunk.
-        if bool(closing.any()):
-            envs = closing.nonzero().squeeze(1)
-            slot = state["chunks_written"][envs] % self.max_chunks
-            chunk = accumulators[envs].detach() if self.stop_gradient else accumulators[envs]
-            keys, contents, valid = keys.clone(), contents.clone(), valid.clone()
-            keys[envs, :, slot] = chunk.mean(2)
-            contents[envs, :, slot] = chunk
-            valid[envs, slot] = True
-        keep = (~closing).view(-1, 1, 1, 1).to(accumulators)
-        return {"keys": keys, "contents": contents, "accumulator": accumulators * keep, "valid": valid,
-                "chunks_written": state["chunks_written"] + closing,
-                "steps_in_chunk": (state["steps_in_chunk"] + 1) * ~closing}
+    def store_full_chunks(self, state: State) -> State:
+        """Store each full accumulator in its env's next slot (in place) and restart it; other slots keep theirs."""
+        full = state["steps_in_chunk"] == self.chunk_size  # [B]
+        slot = state["chunks_written"] % self.max_chunks  # [B]
+        batch = torch.arange(full.shape[0], device=full.device)
+        chunk = state["accumulator"].detach() if self.stop_gradient else state["accumulator"]  # [B, L, C, D]
+        keys, contents = state["keys"], state["contents"]
+        keys[batch, :, slot] = torch.where(full[:, None, None], chunk.mean(2), keys[batch, :, slot])
+        contents[batch, :, slot] = torch.where(full[:, None, None, None], chunk, contents[batch, :, slot])
+        stored = full[:, None] & (torch.arange(self.max_chunks, device=full.device) == slot[:, None])  # [B, M]
+        return {**state, "accumulator": state["accumulator"] * (~full).view(-1, 1, 1, 1).to(chunk),
+                "valid": state["valid"] | stored, "chunks_written": state["chunks_written"] + full,
+                "steps_in_chunk": state["steps_in_chunk"] * ~full}
 
 
 def haiku_leaves(module: nn.Module) -> dict[str, nn.Module]:

@@ -9,6 +9,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
 import haiku as hk  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -73,10 +74,13 @@ def test_read_outputs_and_gradients_match():
     assert_grads_equal(read, param_grads)
 
 
-def test_memory_outputs_states_and_gradients_match():
-    config = {"width": 8, "layers": 2, "heads": 2, "chunk_size": 3, "top_k": 2, "max_chunks": 3}
+@pytest.mark.parametrize("stop_gradient, in_place", [(True, False), (False, False), (True, True)])
+def test_memory_outputs_states_and_gradients_match(stop_gradient, in_place):
+    """Also with gradients into chunks stored during the call, which PyTorch writes into its store in place."""
+    config = {"width": 8, "layers": 2, "heads": 2, "chunk_size": 3, "top_k": 2, "max_chunks": 3,
+              "stop_gradient": stop_gradient}
     torch.manual_seed(0)
-    mem = HCAM(5, **config)
+    mem = HCAM(5, **config, in_place=in_place)
     steps, batch = 10, 3
     g = torch.Generator().manual_seed(2)
     x = torch.randn(steps, batch, 5, generator=g, requires_grad=True)

@@ -1,6 +1,8 @@
-"""HCAM: the hierarchical read against a brute-force float64 computation, and the ``hcam`` memory's chunk store."""
+"""HCAM: the hierarchical read against a brute-force float64 computation; the ``hcam`` memory's chunk store, its
+in-place mode and its sync-free step."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ def brute_force_read(m, queries, keys, contents, mask):
     """The reference read, one query at a time in float64 numpy: project every key, sort by (-logit, index)."""
     w = {name: p.detach().numpy() for name, p in m.named_parameters()}
     attn = m.within_mem_attn
-    table = reversed_sinusoid(C, D)
+    table = reversed_sinusoid(C, D).numpy()
     out = np.zeros((B, Q, F))
     for b in range(B):
         for q in range(Q):
@@ -86,7 +88,7 @@ def test_masked_logit_is_minus_1e6_not_minus_inf():
 
 
 def test_reversed_sinusoid_is_added_to_contents():
-    table = reversed_sinusoid(C, D)
+    table = reversed_sinusoid(C, D).numpy()
     inv_freq = 1e4 ** (-np.arange(0, D, 2) / D)
     for row in range(C):
         position = C - 1 - row
@@ -96,6 +98,7 @@ def test_reversed_sinusoid_is_added_to_contents():
     queries, keys, contents, mask = read_inputs()
     torch.testing.assert_close(with_pe(queries, keys, contents, mask),
                                without_pe(queries, keys, contents + torch.as_tensor(table), mask))
+    assert reversed_sinusoid(C, D, torch.float32).dtype == torch.float32
 
 
 def test_gradients_stop_at_keys_and_contents():
@@ -161,14 +164,19 @@ def first_layer_inputs(m, x):
     return m.layers[0].norm_attn(m.input(x)).detach()  # [T, B, W]: what layer 0 writes
 
 
-def test_chunks_store_means_and_evict_the_oldest():
+def test_chunks_store_means_at_the_next_step_and_evict_the_oldest():
     m = hcam()
-    x = torch.randn(6, 2, 3, dtype=torch.float64)
-    _, state = run(m, x)
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
     y = first_layer_inputs(m, x)
-    assert state["chunks_written"].tolist() == [3, 3] and state["valid"].all()
-    assert state["steps_in_chunk"].tolist() == [0, 0] and not state["accumulator"].any()
-    # Three chunks in two slots: slot 0 now holds chunk 2 (steps 4-5), slot 1 still chunk 1 (steps 2-3).
+    _, state = run(m, x[:6])
+    # Chunk 2 (steps 4-5) is full and waits in the accumulator; slots 0 and 1 hold chunks 0 and 1.
+    assert state["chunks_written"].tolist() == [2, 2] and state["steps_in_chunk"].tolist() == [2, 2]
+    torch.testing.assert_close(state["accumulator"][:, 0], y[4:6].transpose(0, 1))
+    torch.testing.assert_close(state["contents"][:, 0, 0], y[0:2].transpose(0, 1))
+    _, state = run(m, x[6:], state=state)
+    # The next step stores it over the oldest chunk: slot 0 now holds chunk 2, slot 1 still chunk 1.
+    assert state["chunks_written"].tolist() == [3, 3] and state["steps_in_chunk"].tolist() == [1, 1]
+    assert state["valid"].all() and not state["accumulator"][:, :, 1:].any()
     torch.testing.assert_close(state["contents"][:, 0, 0], y[4:6].transpose(0, 1))
     torch.testing.assert_close(state["contents"][:, 0, 1], y[2:4].transpose(0, 1))
     torch.testing.assert_close(state["keys"][:, 0], state["contents"][:, 0].mean(2))
@@ -178,24 +186,103 @@ def test_reset_clears_exactly_and_stale_slots_are_never_read():
     m = hcam()
     x = torch.randn(9, 2, 3, dtype=torch.float64)
     reset = torch.zeros(9, 2, dtype=torch.bool)
-    reset[5, 0] = True
+    reset[4, 0] = True  # env 0 resets just as its chunk 1 (steps 2-3) is full: that chunk is never stored
     out, state = run(m, x[:6], reset[:6])
-    assert state["valid"][0].sum() == 0 and state["chunks_written"][0] == 0 and state["steps_in_chunk"][0] == 1
-    assert not state["accumulator"][0, :, 1:].any()  # only the new episode's first step is in the accumulator
-    fresh, _ = run(m, x[5:6, :1])
-    torch.testing.assert_close(out[5, 0], fresh[0, 0], atol=1e-12, rtol=0)
+    assert state["valid"][0].sum() == 0 and state["chunks_written"][0] == 0 and state["steps_in_chunk"][0] == 2
+    fresh, _ = run(m, x[4:6, :1])
+    torch.testing.assert_close(out[4:6, 0], fresh[:, 0], atol=1e-12, rtol=0)
     # Stale keys/contents left in the cleared env's slots do not change anything that follows.
     noisy = {**state, "keys": state["keys"] + 100.0, "contents": state["contents"] - 100.0}
     noisy["keys"][1], noisy["contents"][1] = state["keys"][1], state["contents"][1]
     torch.testing.assert_close(run(m, x[6:], state=noisy)[0], run(m, x[6:], state=state)[0], atol=1e-12, rtol=0)
 
 
-def test_no_copy_of_the_store_on_steps_that_close_no_chunk():
-    m = hcam(chunk_size=3)
-    x = torch.randn(1, 2, 3, dtype=torch.float64)
-    _, state = run(m, x)
-    _, after = run(m, x, state=state)
-    assert after["contents"] is state["contents"] and after["keys"] is state["keys"]
+def episodes(steps, batch, seed=3):
+    """Inputs [T, B, 3] and resets [T, B] that put envs out of step, so chunks fill at different steps."""
+    g = torch.Generator().manual_seed(seed)
+    reset = torch.rand(steps, batch, generator=g) < 0.15
+    reset[0] = True
+    return torch.randn(steps, batch, 3, generator=g, dtype=torch.float64), reset
+
+
+def step_by_step(m, x, reset, state):
+    outs = []
+    for t in range(x.shape[0]):
+        out, state = m(x[t:t + 1], state, reset[t:t + 1])
+        outs.append(out)
+    return torch.cat(outs), state
+
+
+def fresh_state(m, batch):
+    return {k: v.double() if v.is_floating_point() else v for k, v in m.initial_state(batch).items()}
+
+
+def test_a_call_never_changes_the_state_it_is_given_by_default():
+    m = hcam(max_chunks=3)
+    x, reset = episodes(12, 3)
+    _, state = run(m, x[:7], reset[:7])
+    before = {k: v.clone() for k, v in state.items()}
+    _, after = run(m, x[7:], reset[7:], state=state)
+    assert not torch.equal(after["contents"], state["contents"])
+    for k in state:
+        assert torch.equal(state[k], before[k]), k
+
+
+def test_in_place_gives_the_same_outputs_and_writes_the_given_store():
+    x, reset = episodes(20, 4)
+    expected, expected_state = run(hcam(max_chunks=3), x, reset)
+    m = hcam(max_chunks=3, in_place=True)
+    start = fresh_state(m, 4)
+    out, state = step_by_step(m, x, reset, start)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    for k in state:
+        torch.testing.assert_close(state[k], expected_state[k], atol=0, rtol=0)
+    assert state["contents"] is start["contents"] and state["keys"] is start["keys"]
+
+
+def test_repeating_a_step_from_the_latest_in_place_state_is_exact():
+    """What a rollout's value bootstrap does: one more step from the final state, whose result is dropped."""
+    x, reset = episodes(14, 4)
+    expected, _ = run(hcam(max_chunks=3), x, reset)
+    m = hcam(max_chunks=3, in_place=True)
+    _, state = step_by_step(m, x[:9], reset[:9], fresh_state(m, 4))
+    assert (state["steps_in_chunk"] == m.chunk_size).any()  # some env has a full chunk waiting to be stored
+    bootstrap, _ = m(x[9:10], state, reset[9:10])
+    out, _ = step_by_step(m, x[9:], reset[9:], state)
+    torch.testing.assert_close(bootstrap[0], expected[9], atol=0, rtol=0)
+    torch.testing.assert_close(out, expected[9:], atol=0, rtol=0)
+
+
+def test_replay_from_a_copied_start_state_matches_the_in_place_rollout():
+    """PPO with ``in_place``: copy the start state, roll out step by step, replay env columns with gradients."""
+    x, reset = episodes(16, 4)
+    m = hcam(max_chunks=3, in_place=True)
+    _, state = step_by_step(m, x[:5], reset[:5], fresh_state(m, 4))
+    start = {k: v.clone() for k, v in state.items()}
+    with torch.no_grad():
+        rollout, _ = step_by_step(m, x[5:], reset[5:], state)
+    columns = torch.tensor([1, 3])
+    replay, _ = m(x[5:, columns], memory.index_state(start, columns), reset[5:, columns])
+    torch.testing.assert_close(replay.detach(), rollout[:, columns], atol=1e-12, rtol=0)
+    replay.sum().backward()  # the in-place writes during the replay leave backward intact
+    assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_a_step_has_no_host_sync():
+    """The step traces to one graph (a host sync such as ``if tensor.any()`` breaks it) with no data-dependent op."""
+    m = hcam(in_place=True)
+    ops = []
+
+    def record(graph_module, _):
+        ops.extend(str(node.target) for node in graph_module.graph.nodes)
+        return graph_module.forward
+
+    x, reset = episodes(4, 2)
+    _, state = run(m, x[:3], reset[:3])
+    with torch.no_grad():
+        torch.compile(m, fullgraph=True, backend=record)(x[3:], state, reset[3:])
+    syncing = [op for op in ops if re.search(r"\b(nonzero|item|masked_select|unique|argwhere)\b", op)]
+    assert ops and not syncing
 
 
 def test_gradients_stop_at_stored_chunks_by_default():

@@ -2,7 +2,9 @@
 
 ``to_haiku_params(torch_module)`` gives the params dict these modules take; ``load_haiku_params(torch_module,
 params)`` goes the other way. The read scores chunks as the reference does (projecting every key); the PyTorch read
-projects the query instead, the same function up to float rounding.
+projects the query instead, the same function up to float rounding. The memory's state is the PyTorch one, but
+updated functionally: a full chunk is stored at the start of the next step, as in PyTorch, without the in-place
+write.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import numpy as np
 from memory.hcam import MASKED_CHUNK_LOGIT, load_haiku_params, reversed_sinusoid, to_haiku_params
 
 __all__ = ["HierarchicalMemoryAttention", "HCAM", "initial_state", "load_haiku_params", "to_haiku_params"]
+
+
+def _positions(chunk_size: int, dim: int, dtype) -> np.ndarray:
+    """The PyTorch module's position table [C, D] as a numpy array of ``dtype``."""
+    return reversed_sinusoid(chunk_size, dim).numpy().astype(dtype)
 
 
 class HierarchicalMemoryAttention(hk.Module):
@@ -41,7 +48,7 @@ class HierarchicalMemoryAttention(hk.Module):
         top_logits, indices = jax.lax.top_k(logits, self.k)  # ties: lowest index first
         weights = jax.nn.softmax(top_logits)  # [B, Q, k]
         if self.memory_position_encoding:
-            contents = contents + reversed_sinusoid(contents.shape[2], contents.shape[3]).astype(contents.dtype)
+            contents = contents + _positions(contents.shape[2], contents.shape[3], contents.dtype)
         chunks = contents[jnp.arange(contents.shape[0])[:, None, None], indices]  # [B, Q, k, C, D]
         tiled = jnp.broadcast_to(queries[:, :, None, None, :], (*chunks.shape[:3], 1, queries.shape[-1]))
         attention = hk.MultiHeadAttention(self.num_heads, self.feature_size // self.num_heads,
@@ -74,7 +81,7 @@ class _Layer(hk.Module):
         accumulator = jnp.where((jnp.arange(chunk_size) == position[:, None])[:, :, None], y[:, None], accumulator)
         local_keys = accumulator
         if self.memory_position_encoding:
-            local_keys = accumulator + reversed_sinusoid(chunk_size, self.width).astype(accumulator.dtype)
+            local_keys = accumulator + _positions(chunk_size, self.width, accumulator.dtype)
         local_mask = (jnp.arange(chunk_size) <= position[:, None])[:, None, None, :]  # [B, H, 1, C]
         local = hk.MultiHeadAttention(self.heads, self.width // self.heads, name="local_attn",
                                       w_init=hk.initializers.VarianceScaling(1.0))(
@@ -109,13 +116,14 @@ class HCAM(hk.Module):
 
         def step(state, inputs):
             x_t, reset_t = inputs
-            state = self._clear(state, reset_t)
+            state = self._store_full_chunks(self._clear(state, reset_t))
             h, accumulators = project(x_t), []
             for i, layer in enumerate(layers):
                 h, acc = layer(h, state["accumulator"][:, i], state["steps_in_chunk"], state["keys"][:, i],
                                state["contents"][:, i], state["valid"])
                 accumulators.append(acc)
-            return self._write(state, jnp.stack(accumulators, 1)), norm_out(h)
+            return {**state, "accumulator": jnp.stack(accumulators, 1),
+                    "steps_in_chunk": state["steps_in_chunk"] + 1}, norm_out(h)
 
         state, outputs = hk.scan(step, state, (x, reset))
         return outputs, state
@@ -127,13 +135,12 @@ class HCAM(hk.Module):
                 "valid": state["valid"] & keep[:, None], "chunks_written": state["chunks_written"] * keep,
                 "steps_in_chunk": state["steps_in_chunk"] * keep}
 
-    def _write(self, state, accumulators):
-        closing = state["steps_in_chunk"] == self.chunk_size - 1  # [B]
+    def _store_full_chunks(self, state):
+        full = state["steps_in_chunk"] == self.chunk_size  # [B]
         slot = state["chunks_written"] % self.max_chunks
-        write = closing[:, None] & (jnp.arange(self.max_chunks) == slot[:, None])  # [B, M]
-        chunk = jax.lax.stop_gradient(accumulators) if self.stop_gradient else accumulators
+        write = full[:, None] & (jnp.arange(self.max_chunks) == slot[:, None])  # [B, M]
+        chunk = jax.lax.stop_gradient(state["accumulator"]) if self.stop_gradient else state["accumulator"]
         return {"keys": jnp.where(write[:, None, :, None], chunk.mean(2)[:, :, None], state["keys"]),
                 "contents": jnp.where(write[:, None, :, None, None], chunk[:, :, None], state["contents"]),
-                "accumulator": accumulators * ~closing[:, None, None, None], "valid": state["valid"] | write,
-                "chunks_written": state["chunks_written"] + closing,
-                "steps_in_chunk": (state["steps_in_chunk"] + 1) * ~closing}
+                "accumulator": state["accumulator"] * ~full[:, None, None, None], "valid": state["valid"] | write,
+                "chunks_written": state["chunks_written"] + full, "steps_in_chunk": state["steps_in_chunk"] * ~full}
