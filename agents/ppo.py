@@ -221,7 +221,7 @@ class PPO:
         if self.graph is not None:
             self.graph.replay()
         elif self.cfg.cuda_graph and self.iteration >= 2:  # the first rollouts warm up kernels and allocator
-            self.graph = _capture(self._rollout_body)
+            self.graph = capture_cuda_graph(self._rollout_body)
             self.graph.replay()
         else:
             self._rollout_body()
@@ -281,7 +281,7 @@ class PPO:
                     continue
                 self.mb_index.copy_(idx)
                 if self.update_graph is None:
-                    self.update_graph = _capture(lambda: self._minibatch_step(self.mb_index))
+                    self.update_graph = capture_cuda_graph(lambda: self._minibatch_step(self.mb_index))
                 self.update_graph.replay()
         means = self.loss_sums / (cfg.update_epochs * cfg.num_minibatches)
         names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
@@ -356,7 +356,7 @@ def _map_copy(dst: Obs, src: Obs) -> None:
         dst.copy_(src)
 
 
-def _capture(fn) -> torch.cuda.CUDAGraph:
+def capture_cuda_graph(fn) -> torch.cuda.CUDAGraph:
     """Record ``fn``'s GPU work once; replaying the graph reruns it with one launch instead of thousands."""
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()

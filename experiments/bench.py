@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from agents.ppo import capture_cuda_graph
 from experiments.build import make_env, make_trainer, ppo_config
 from experiments.config import ConfigError, load, resolve_device
 
@@ -25,20 +26,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def env_steps_per_second(env, device: torch.device, steps: int, repeats: int = 3) -> float:
-    """Median over ``repeats`` timed runs of ``steps`` steps with random actions, after a warm-up run."""
+def env_steps_per_second(env, device: torch.device, steps: int, repeats: int = 3, graph: bool = False) -> float:
+    """Median over ``repeats`` timed runs of ``steps`` steps with random actions, after a warm-up run.
+
+    With ``graph`` the ``steps`` steps are captured once as a CUDA graph and each run is one replay: the rate of an
+    env stepped inside a graph-captured loop (as PPO with ``agent.cuda_graph=true`` steps it).
+    """
     env.reset(seed=0)
     n = env.num_envs
     actions = torch.randint(0, int(env.single_action_space.n), (steps, n), device=device)
-    rates = []
-    for run in range(repeats + 1):
-        sync(device)
-        t0 = time.perf_counter()
+
+    def run():
         for t in range(steps):
             env.step(actions[t])
+
+    run()  # warm-up: kernels, allocator
+    if graph:
+        run = capture_cuda_graph(run).replay
+    rates = []
+    for _ in range(repeats):
         sync(device)
-        if run:  # run 0 warms up kernels and the allocator
-            rates.append(steps * n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        run()
+        sync(device)
+        rates.append(steps * n / (time.perf_counter() - t0))
     return sorted(rates)[len(rates) // 2]
 
 
@@ -62,14 +73,18 @@ def train_steps_per_second(trainer, warmup: int, iterations: int) -> dict[str, f
             "update_share": update_time / (rollout_time + update_time)}
 
 
-def env_only_table(configs, device, env_steps: int) -> list[str]:
-    lines = ["| env | kwargs | envs | env-only steps/s |", "|---|---|---:|---:|"]
+def env_only_table(configs, device, env_steps: int, graph: bool) -> list[str]:
+    header = "| env | kwargs | envs | env-only steps/s |" + (" in a CUDA graph |" if graph else "")
+    lines = [header, "|---|---|---:|---:|" + ("---:|" if graph else "")]
     for cfg in configs:
         n = ppo_config(cfg).num_envs
-        sps = env_steps_per_second(make_env(cfg, n, device), device, env_steps)
         kwargs = ", ".join(f"{k}={v}" for k, v in cfg.env.kwargs.items())
-        lines.append(f"| {cfg.env.name} | {kwargs} | {n} | {sps:,.0f} |")
-        print(lines[-1], flush=True)
+        eager = env_steps_per_second(make_env(cfg, n, device), device, env_steps)
+        row = f"| {cfg.env.name} | {kwargs} | {n} | {eager:,.0f} |"
+        if graph:
+            row += f" {env_steps_per_second(make_env(cfg, n, device), device, env_steps, graph=True):,.0f} |"
+        lines.append(row)
+        print(row, flush=True)
     return lines
 
 
@@ -109,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--env-steps", type=int, default=200, help="steps per env-only measurement")
     parser.add_argument("--env-only", action="store_true", help="measure the envs alone, no training")
+    parser.add_argument("--graph", action="store_true", help="with --env-only: also time the env in a CUDA graph")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_intermixed_args(argv)
     try:
@@ -118,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(configs[0].device)
     if configs[0].threads:
         torch.set_num_threads(int(configs[0].threads))
-    lines = env_only_table(configs, device, args.env_steps) if args.env_only else \
+    if args.graph and device.type != "cuda":
+        sys.exit("error: --graph needs device=cuda")
+    lines = env_only_table(configs, device, args.env_steps, args.graph) if args.env_only else \
         training_table(configs, device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = f"device: {name}, torch {torch.__version__}\n\n" + "\n".join(lines)

@@ -9,18 +9,10 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.gridworld import ballet_assets as A
 from envs.gridworld.ballet import HOMES, LEVELS, SIZE, VOCAB, Ballet, BalletVector
+from batched_checks import assert_batched_equals_single
 
 CENTRE = 5 * SIZE + 5
 N_, NE, E_, SE, S_, SW, W_, NW = range(8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensor ops on a shared CPU run much faster without OpenMP workers.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def staged(homes, dances, target, **kwargs):
@@ -202,30 +194,14 @@ def test_random_touches_pick_the_target_at_chance():
 
 @pytest.mark.parametrize("obs_mode", ["symbolic", "rgb"])
 def test_batched_equals_single_copies(obs_mode):
-    n, seed, kwargs = 4, 11, {"num_dancers": 2, "dance_delay": 1, "max_steps": 45, "obs_mode": obs_mode}
+    n, kwargs = 4, {"num_dancers": 2, "dance_delay": 1, "max_steps": 45, "obs_mode": obs_mode}
     batched = BalletVector(n, **kwargs)
-    singles = [Ballet(**kwargs) for _ in range(n)]
-    obs, _ = batched.reset(seed=seed)
-    single_obs = [s.reset(seed=seed + i)[0] for i, s in enumerate(singles)]
     gen = torch.Generator().manual_seed(0)
-    ends = 0
-    for _ in range(140):
-        for i in range(n):
-            for key in obs:
-                np.testing.assert_array_equal(obs[key][i].numpy(), single_obs[i][key])
-        # Head for dancer 0's spot half the time, so episodes end by touches as well as by the time limit.
-        actions = torch.where(torch.rand(n, generator=gen) < 0.5, toward(batched.agent, batched.home[:, 0]),
-                              torch.randint(0, 8, (n,), generator=gen))
-        obs, reward, terminated, truncated, info = batched.step(actions)
-        for i, s in enumerate(singles):
-            o, r, te, tr, inf = s.step(int(actions[i]))
-            assert (r, te, tr, inf["success"]) == (reward[i].item(), terminated[i].item(), truncated[i].item(),
-                                                     info["success"][i].item())
-            if te or tr:
-                ends += 1
-                np.testing.assert_array_equal(info["final_obs"]["image"][i].numpy(), o["image"])
-                o, _ = s.reset()
-            single_obs[i] = o
+    # Head for dancer 0's spot half the time, so episodes end by touches as well as by the time limit.
+    actions = lambda t: torch.where(torch.rand(n, generator=gen) < 0.5,  # noqa: E731
+                                    toward(batched.agent, batched.home[:, 0]), torch.randint(0, 8, (n,), generator=gen))
+    ends = assert_batched_equals_single(batched, [Ballet(**kwargs) for _ in range(n)], actions, steps=140, seed=11,
+                                        info_keys=("success",))
     assert ends >= 8
 
 

@@ -8,6 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers rlmem/*)
 from envs.gridworld.key_to_door import DOWN, LEFT, RIGHT, STAY, UP, DarkKeyToDoor, DarkKeyToDoorVector
+from batched_checks import assert_batched_equals_single
 
 
 def make(n=1, **kw):
@@ -50,7 +51,7 @@ def test_key_then_door_ends_the_episode_not_the_trial():
 def test_episode_time_limit_and_trial_end():
     env = make(episode_len=5, trial_len=12)
     place(env, (0, 0), key=(8, 8), door=(8, 7))
-    starts, doors = [], []
+    starts = []
     for t in range(12):
         obs, r, term, trunc, info = step(env, STAY)
         starts.append(bool(info["episode_start"][0]))
@@ -112,21 +113,10 @@ def test_random_policy_rarely_opens_the_door():
 
 @pytest.mark.parametrize("kw", [{}, {"size": 3, "episode_len": 4, "trial_len": 10}])
 def test_batched_equals_single_copies(kw):
-    n, steps, seed = 6, 60, 11
-    batched = DarkKeyToDoorVector(num_envs=n, **kw)
-    singles = [DarkKeyToDoor(**kw) for _ in range(n)]
-    obs = batched.reset(seed=seed)[0]
-    for i, s in enumerate(singles):
-        np.testing.assert_array_equal(s.reset(seed=seed + i)[0], obs[i].numpy())
-    actions = np.random.default_rng(0).integers(0, 5, (steps, n))
-    for t in range(steps):
-        obs, reward, term, trunc, _ = batched.step(torch.as_tensor(actions[t]))
-        for i, s in enumerate(singles):
-            o, r, te, tr, _ = s.step(actions[t, i])
-            assert (r, te, tr) == (float(reward[i]), bool(term[i]), bool(trunc[i]))
-            if te or tr:
-                o, _ = s.reset()
-            np.testing.assert_array_equal(o, obs[i].numpy())
+    n = 6
+    actions = torch.as_tensor(np.random.default_rng(0).integers(0, 5, (60, n)))
+    assert_batched_equals_single(DarkKeyToDoorVector(num_envs=n, **kw), [DarkKeyToDoor(**kw) for _ in range(n)],
+                                 lambda t: actions[t], steps=60, seed=11, info_keys=("episode_start",))
 
 
 def test_gymnasium_checker_and_registration():

@@ -8,6 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs.gridworld.tmaze import FORWARD, LEFT, RIGHT, EndlessTMazeVector
+from batched_checks import assert_batched_equals_single
 
 STEP = -0.01
 INVALID = -0.02  # step penalty + invalid-action penalty
@@ -102,26 +103,11 @@ def test_cues_are_balanced():
 
 @pytest.mark.parametrize("mode", ["fixed", "uniform"])
 def test_vector_equals_single_copies(mode):
-    n_copies, seed = 5, 11
-    kwargs = dict(n=2, l_max=3, mode=mode)
-    vec = envs.make_vector("rlmem/EndlessTMaze-v0", n_copies, **kwargs)
-    singles = [single(**kwargs) for _ in range(n_copies)]
-    obs, _ = vec.reset(seed=seed)
-    for i, s in enumerate(singles):
-        o, _ = s.reset(seed=seed + i)
-        np.testing.assert_array_equal(obs[i].numpy(), o)
-    rng = np.random.default_rng(0)
-    ends = 0
-    for _ in range(300):
-        actions = rng.integers(0, 3, n_copies)
-        obs, rew, term, trunc, _ = vec.step(torch.as_tensor(actions))
-        for i, s in enumerate(singles):
-            o, r, te, tr, _ = s.step(int(actions[i]))
-            assert (r, te, tr) == (pytest.approx(rew[i].item()), bool(term[i]), bool(trunc[i]))
-            if te or tr:  # the vector env resets in the same step; the single env is reset by its user
-                o, _ = s.reset()
-                ends += 1
-            np.testing.assert_array_equal(obs[i].numpy(), o)
+    n, kwargs = 5, dict(n=2, l_max=3, mode=mode)
+    actions = torch.as_tensor(np.random.default_rng(0).integers(0, 3, (300, n)))
+    ends = assert_batched_equals_single(envs.make_vector("rlmem/EndlessTMaze-v0", n, **kwargs),
+                                        [single(**kwargs) for _ in range(n)], lambda t: actions[t], steps=300,
+                                        seed=11, info_keys=("corridors",))
     assert ends > 20
 
 
