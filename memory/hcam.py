@@ -171,16 +171,17 @@ class HCAM(Memory):
     the same values to the same slot (see ``in_place``).
 
     The store is written in place, one slot per env and step (an env with no full chunk writes its slot's own
-    content back), so a step costs the same however many chunks are stored and needs no host sync (it can run
-    inside a CUDA graph). ``in_place`` says whose store that is:
+    content back), so storing costs the same however many chunks are stored (the read still scores every stored
+    key) and needs no host sync: a step can run inside a CUDA graph. ``in_place`` says whose store that is:
 
     - ``False`` (default): ``forward`` first copies ``keys``/``contents`` (once per call, not per step) and never
       changes the state it is given, as the memory contract asks. A call over T steps pays one copy of the store.
     - ``True``: ``forward`` updates ``keys``/``contents`` of the state it is given, and the state it returns shares
       them. A caller that keeps a state to run from later must copy its tensors (``clone``/``copy_`` or index it
       with an index tensor, which copies); running from a state that later calls have advanced reads chunks they
-      stored. Repeating a call from the latest state (a value bootstrap) is exact, because a step only stores the
-      chunk its input state holds. This makes per-step rollouts flat in the store size.
+      stored. One step from the latest state whose result is dropped (a value bootstrap) leaves that state good
+      to run from: a step only stores the chunk its input state holds, and the next step from that state stores
+      the same values in the same slot. Per-step calls then never copy the store.
 
     Gradients stop at stored chunks (the paper's choice) and flow through the current chunk and every parameter.
     ``stop_gradient=False`` is an ablation that lets gradients also reach chunks stored during the same call; the

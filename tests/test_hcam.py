@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import envs
 import memory
+from agents.ppo import PPO, Agent, PPOConfig, seed_everything
 from memory.hcam import HCAM, HierarchicalMemoryAttention, load_haiku_params, reversed_sinusoid, to_haiku_params
 
 B, Q, E, M, C, D, F, K, H = 2, 3, 5, 6, 4, 8, 12, 3, 2
@@ -266,6 +268,22 @@ def test_replay_from_a_copied_start_state_matches_the_in_place_rollout():
     torch.testing.assert_close(replay.detach(), rollout[:, columns], atol=1e-12, rtol=0)
     replay.sum().backward()  # the in-place writes during the replay leave backward intact
     assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_ppo_trains_the_same_with_in_place():
+    """PPO as written (start state copied, value bootstrap, column replays) needs no change for ``in_place``."""
+    def train(in_place):
+        seed_everything(0)
+        cfg = PPOConfig(num_envs=8, rollout_len=11, total_steps=8 * 11 * 3, num_minibatches=2, update_epochs=2)
+        env = envs.make_vector("rlmem/EndlessTMaze-v0", cfg.num_envs, n=1, l_max=3)
+        agent = Agent(env.single_observation_space, 3, "hcam", {**CONFIG, "max_chunks": 3, "in_place": in_place})
+        trainer = PPO(env, agent, cfg, torch.device("cpu"))
+        metrics = [trainer.iterate() for _ in range(cfg.num_iterations)]
+        return metrics, list(agent.parameters())
+
+    (copying_metrics, copying_params), (in_place_metrics, in_place_params) = train(False), train(True)
+    assert copying_metrics == in_place_metrics
+    assert all(torch.equal(p, q) for p, q in zip(copying_params, in_place_params))
 
 
 def test_a_step_has_no_host_sync():
