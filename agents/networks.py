@@ -172,3 +172,64 @@ def make_encoder(space: spaces.Space, kind: str = "auto", hidden: int = 64) -> n
             return GridEncoder(shape, int(space.high.max()) + 1)
         return MLPEncoder(int(np.prod(shape)), hidden)
     raise ValueError(f"env observation space {space} is not supported; accepted: Box, Discrete, or a Dict of them")
+
+
+# --- reconstruction decoders (the self-supervised auxiliary loss of HCAM's agents) ------------------------------------
+
+class VectorDecoder(nn.Module):
+    def __init__(self, hidden: int, dim: int):
+        super().__init__()
+        self.head = nn.Linear(hidden, dim)
+
+    def loss(self, h: Tensor, obs: Tensor) -> Tensor:
+        return ((self.head(h) - obs.flatten(1).float()) ** 2).mean()
+
+
+class ImageDecoder(nn.Module):
+    """Predicts the image average-pooled to ``size`` x ``size`` pixels, scaled to [0, 1]."""
+
+    def __init__(self, hidden: int, channels: int, size: int = 16):
+        super().__init__()
+        self.size, self.channels = size, channels
+        self.head = nn.Linear(hidden, size * size * channels)
+
+    def loss(self, h: Tensor, obs: Tensor) -> Tensor:
+        x = obs.permute(0, 3, 1, 2).float() * (1 / 255.0 if obs.dtype == torch.uint8 else 1.0)
+        target = nn.functional.adaptive_avg_pool2d(x, self.size).flatten(1)
+        return ((self.head(h) - target) ** 2).mean()
+
+
+class IdDecoder(nn.Module):
+    """Predicts every id of an integer grid [N, H, W] or a token [N] with a cross-entropy per cell."""
+
+    def __init__(self, hidden: int, cells: int, num_ids: int):
+        super().__init__()
+        self.cells, self.num_ids = cells, num_ids
+        self.head = nn.Linear(hidden, cells * num_ids)
+
+    def loss(self, h: Tensor, obs: Tensor) -> Tensor:
+        logits = self.head(h).view(-1, self.num_ids)
+        return nn.functional.cross_entropy(logits.float(), obs.reshape(-1).long())
+
+
+class DictDecoder(nn.Module):
+    def __init__(self, decoders: dict[str, nn.Module]):
+        super().__init__()
+        self.decoders = nn.ModuleDict(decoders)
+
+    def loss(self, h: Tensor, obs: dict[str, Tensor]) -> Tensor:
+        return sum(dec.loss(h, obs[k]) for k, dec in self.decoders.items())
+
+
+def make_decoder(space: spaces.Space, hidden: int) -> nn.Module:
+    """A head that reconstructs one observation of ``space`` from the memory's output (``.loss(h, obs)``)."""
+    if isinstance(space, spaces.Dict):
+        return DictDecoder({k: make_decoder(s, hidden) for k, s in space.spaces.items()})
+    if isinstance(space, spaces.Discrete):
+        return IdDecoder(hidden, 1, int(space.n))
+    shape = space.shape
+    if len(shape) == 3:
+        return ImageDecoder(hidden, shape[2])
+    if len(shape) == 2 and np.issubdtype(space.dtype, np.integer):
+        return IdDecoder(hidden, int(np.prod(shape)), int(space.high.max()) + 1)
+    return VectorDecoder(hidden, int(np.prod(shape)))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 import memory as memories
-from agents.networks import layer_init, make_encoder
+from agents.networks import layer_init, make_decoder, make_encoder
 
 Obs = Tensor | dict[str, Tensor]
 
@@ -42,6 +42,7 @@ class PPOConfig:
     clip_vloss: bool = True
     ent_coef: float = 0.01
     vf_coef: float = 0.5
+    recon_coef: float = 0.0  # weight of the observation-reconstruction auxiliary loss (0 = off)
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     encoder: str = "auto"  # auto | mlp | impala | nature
@@ -70,20 +71,31 @@ class PPOConfig:
 
 class Agent(nn.Module):
     def __init__(self, obs_space: gymnasium.Space, num_actions: int, memory_name: str = "lstm",
-                 memory_config: dict | None = None, encoder: str = "auto", encoder_hidden: int = 64):
+                 memory_config: dict | None = None, encoder: str = "auto", encoder_hidden: int = 64,
+                 reconstruction: bool = False):
         super().__init__()
         self.encoder = make_encoder(obs_space, encoder, encoder_hidden)
         self.memory = memories.make(memory_name, self.encoder.output_size, **(memory_config or {}))
         self.actor = layer_init(nn.Linear(self.memory.output_size, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(self.memory.output_size, 1), std=1.0)
+        # Reconstructs each observation from the memory's output at that step (HCAM's auxiliary loss).
+        self.decoder = make_decoder(obs_space, self.memory.output_size) if reconstruction else None
 
-    def forward(self, obs: Obs, state: memories.State, reset: Tensor, context: dict[str, Tensor] | None = None):
-        """obs [T, B, ...], reset [T, B] -> logits [T, B, A], value [T, B], next memory state."""
+    def forward(self, obs: Obs, state: memories.State, reset: Tensor, context: dict[str, Tensor] | None = None,
+                with_hidden: bool = False):
+        """obs [T, B, ...], reset [T, B] -> logits [T, B, A], value [T, B], next memory state
+        (and the memory's output [T, B, H] with ``with_hidden``)."""
         t, b = reset.shape
         flat = _map(lambda x: x.reshape(t * b, *x.shape[2:]), obs)
         features = self.encoder(flat).view(t, b, -1)  # [T, B, F]
         hidden, state = self.memory(features, state, reset, context)  # [T, B, H]
-        return self.actor(hidden), self.critic(hidden).squeeze(-1), state
+        out = (self.actor(hidden), self.critic(hidden).squeeze(-1), state)
+        return out + (hidden,) if with_hidden else out
+
+    def reconstruction_loss(self, hidden: Tensor, obs: Obs) -> Tensor:
+        """Mean reconstruction loss of obs [T, B, ...] from the memory's output hidden [T, B, H]."""
+        t, b = hidden.shape[:2]
+        return self.decoder.loss(hidden.reshape(t * b, -1), _map(lambda x: x.reshape(t * b, *x.shape[2:]), obs))
 
 
 # --- categorical policy helpers (no torch.distributions: fewer kernels and no validation in the hot loop) ----------
@@ -121,6 +133,8 @@ class PPO:
                  seed: int = 0):
         if env.num_envs != cfg.num_envs:
             raise ValueError(f"agent.num_envs is {cfg.num_envs} but the env has {env.num_envs} copies")
+        if cfg.recon_coef > 0 and agent.decoder is None:
+            raise ValueError("agent.recon_coef > 0 needs an Agent built with reconstruction=True")
         if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
             raise ValueError(f"env action space {env.single_action_space} is not supported; accepted: Discrete")
         self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
@@ -143,7 +157,7 @@ class PPO:
             raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
                              "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
         self.buf = self._allocate()
-        self.loss_sums = torch.zeros(6, device=device)  # pg loss, v loss, entropy, approx kl, clip frac, grad norm
+        self.loss_sums = torch.zeros(7, device=device)  # the losses and statistics named in update()
         self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None  # the captured rollout
         self.update_graph: torch.cuda.CUDAGraph | None = None  # the captured minibatch step
@@ -236,10 +250,10 @@ class PPO:
         cfg, batch = self.cfg, self.buf
         mb = lambda x: x[:, idx]  # noqa: E731  [T, N, ...] -> [T, n_mb, ...]
         context = {k: mb(v) for k, v in batch["context"].items()} or None
+        obs = _map(mb, batch["obs"])
         with self._autocast():
-            logits, new_value, _ = self.forward(_map(mb, batch["obs"]),
-                                                memories.index_state(batch["start_state"], idx),
-                                                mb(batch["reset"]), context)
+            logits, new_value, _, hidden = self.forward(obs, memories.index_state(batch["start_state"], idx),
+                                                        mb(batch["reset"]), context, with_hidden=True)
         new_value = new_value.float()
         new_logp = log_prob(logits, mb(batch["actions"]))
         log_ratio = new_logp - mb(batch["logprobs"])
@@ -256,6 +270,9 @@ class PPO:
             v_loss = 0.5 * ((new_value - returns) ** 2).mean()
         ent = entropy(logits).mean()
         loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+        recon = (self.agent.reconstruction_loss(hidden.float(), obs) if cfg.recon_coef > 0
+                 else torch.zeros((), device=self.device))
+        loss = loss + cfg.recon_coef * recon
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -265,7 +282,7 @@ class PPO:
             approx_kl = ((ratio - 1) - log_ratio).mean()
             clip_frac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
             self.loss_sums += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), approx_kl, clip_frac,
-                                           grad_norm.float()])
+                                           grad_norm.float(), recon.detach()])
 
     def update(self) -> dict[str, Tensor]:
         """``update_epochs`` passes over the rollout in minibatches of whole env columns; mean loss statistics."""
@@ -284,7 +301,7 @@ class PPO:
                     self.update_graph = capture_cuda_graph(lambda: self._minibatch_step(self.mb_index))
                 self.update_graph.replay()
         means = self.loss_sums / (cfg.update_epochs * cfg.num_minibatches)
-        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm", "recon_loss")
         return dict(zip(names, means))
 
     def iterate(self) -> dict[str, float]:

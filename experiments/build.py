@@ -31,7 +31,7 @@ def make_agent(cfg: DictConfig, env, ppo: PPOConfig) -> Agent:
     name = mem.pop("name")
     try:
         return Agent(env.single_observation_space, int(env.single_action_space.n), name, mem, ppo.encoder,
-                     ppo.encoder_hidden)
+                     ppo.encoder_hidden, reconstruction=ppo.recon_coef > 0)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 COLUMNS = ("step", "iteration", "time", "sps", "episodes", "episode_return", "episode_length", "success", "lr",
-           "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
+           "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm", "recon_loss")
 
 
 class RunLogger:
