@@ -8,6 +8,7 @@ from typing import Callable
 from memory.base import Memory, State, cat_states, detach_state, index_state, reset_state, state_to
 from memory.feedforward import NoMemory
 from memory.hcam import HCAM
+from memory.memo import MemoMemory
 from memory.recurrent import GRU, LSTM
 from memory.transformer import TransformerMemory
 
@@ -44,6 +45,7 @@ register("lstm", LSTM)
 register("gru", GRU)
 register("hcam", HCAM)
 register("transformer", TransformerMemory)
+register("memo", MemoMemory)
 
 __all__ = ["Memory", "State", "make", "names", "register", "REGISTRY", "reset_state", "index_state",
            "cat_states", "detach_state", "state_to"]

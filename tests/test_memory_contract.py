@@ -14,7 +14,10 @@ SMALL_CONFIG: dict[str, dict] = {"lstm": {"hidden_size": 16}, "gru": {"hidden_si
                                                "positions": "relative"},
                                # Chunks close within T=12; stop_gradient=False: why in memory/hcam.py's HCAM docstring.
                                "hcam": {"width": 8, "layers": 2, "heads": 2, "chunk_size": 4, "top_k": 2,
-                                        "max_chunks": 2, "stop_gradient": False}}
+                                        "max_chunks": 2, "stop_gradient": False},
+                               # Segments of 4 (no other length lies in [0.8 L, 1.2 L]) close within T=12.
+                               "memo": {"width": 8, "layers": 2, "heads": 2, "segment_length": 4,
+                                        "summary_length": 2, "max_summaries": 2}}
 
 
 def build(name):
