@@ -19,7 +19,9 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 import memory as memories
 from agents.networks import layer_init, make_decoder, make_encoder
@@ -64,9 +66,6 @@ class PPOConfig:
     def steps_per_rollout(self) -> int:
         return self.num_envs * self.rollout_len
 
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.steps_per_rollout)
 
 
 class Agent(nn.Module):
@@ -141,7 +140,15 @@ class PPO:
         # A captured update reads the learning rate from a tensor, so annealing reaches the graph.
         lr = torch.tensor(cfg.lr, device=device) if cfg.cuda_graph else cfg.lr
         self.optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cfg.cuda_graph)
-        self.forward = torch.compile(agent) if cfg.compile else agent
+        # One learner per process under torchrun: each steps its own envs; DDP averages the gradients.
+        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        if self.world_size > 1 and cfg.cuda_graph:
+            raise ValueError("agent.cuda_graph is not supported with several processes (torchrun); set it to false")
+        self.forward = torch.compile(agent) if cfg.compile else agent  # acting: no gradients, no DDP
+        learner = DistributedDataParallel(agent, device_ids=[device.index] if device.type == "cuda" else None) \
+            if self.world_size > 1 else agent
+        self.train_forward = torch.compile(learner) if cfg.compile else learner
+        self.num_iterations = max(1, cfg.total_steps // (cfg.steps_per_rollout * self.world_size))
         self.context_keys = agent.memory.context_keys
         self.global_step = 0
         self.iteration = 0
@@ -239,7 +246,7 @@ class PPO:
             self.graph.replay()
         else:
             self._rollout_body()
-        self.global_step += self.cfg.steps_per_rollout
+        self.global_step += self.cfg.steps_per_rollout * self.world_size
         stats = self.buf["stats"]
         return self.buf, {"episodes": stats[0], "return_sum": stats[1], "length_sum": stats[2],
                           "success_sum": stats[3]}
@@ -252,7 +259,7 @@ class PPO:
         context = {k: mb(v) for k, v in batch["context"].items()} or None
         obs = _map(mb, batch["obs"])
         with self._autocast():
-            logits, new_value, _, hidden = self.forward(obs, memories.index_state(batch["start_state"], idx),
+            logits, new_value, _, hidden = self.train_forward(obs, memories.index_state(batch["start_state"], idx),
                                                         mb(batch["reset"]), context, with_hidden=True)
         new_value = new_value.float()
         new_logp = log_prob(logits, mb(batch["actions"]))
@@ -308,11 +315,15 @@ class PPO:
         """One rollout and one update; returns scalar metrics for logging."""
         cfg = self.cfg
         if cfg.anneal_lr:
-            frac = 1.0 - self.iteration / cfg.num_iterations
+            frac = 1.0 - self.iteration / self.num_iterations
             self._set_lr(cfg.lr * max(frac, 0.0))
         _, ep = self.rollout()
         losses = self.update()
         self.iteration += 1
+        if self.world_size > 1:  # episode sums over all ranks, losses averaged
+            flat = torch.stack([*ep.values(), *(v / self.world_size for v in losses.values())])
+            dist.all_reduce(flat)
+            ep, losses = dict(zip(ep, flat[:len(ep)])), dict(zip(losses, flat[len(ep):]))
         values = {k: v.item() for k, v in {**ep, **losses}.items()}  # the one host sync per iteration
         if not all(math.isfinite(v) for v in values.values()):
             bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -347,10 +358,14 @@ class PPO:
             state["env"] = self.env.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], restore_envs: bool = True) -> None:
+        """Restore a checkpoint. ``restore_envs=False`` keeps this learner's freshly reset envs and its own random
+        streams: for ranks > 0 under torchrun, whose envs the rank-0 checkpoint does not hold."""
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step, self.iteration = state["global_step"], state["iteration"]
+        if not restore_envs:
+            return
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)

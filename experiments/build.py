@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from omegaconf import DictConfig
 
@@ -36,11 +38,16 @@ def make_agent(cfg: DictConfig, env, ppo: PPOConfig) -> Agent:
         raise ConfigError(str(err)) from None
 
 
-def make_trainer(cfg: DictConfig, device: torch.device) -> PPO:
+def make_trainer(cfg: DictConfig, device: torch.device, rank: int = 0, world: int = 1) -> PPO:
+    """The PPO learner of one rank: ``agent.num_envs / world`` envs, seeded apart from the other ranks' envs."""
     ppo = ppo_config(cfg)
+    try:
+        ppo = dataclasses.replace(ppo, num_envs=ppo.num_envs // world)
+    except ValueError as err:
+        raise ConfigError(f"{err} (per rank, with {world} processes)") from None
     env = make_env(cfg, ppo.num_envs, device)
     agent = make_agent(cfg, env, ppo)
     try:
-        return PPO(env, agent, ppo, device, seed=int(cfg.seed))
+        return PPO(env, agent, ppo, device, seed=int(cfg.seed) + rank * ppo.num_envs)
     except ValueError as err:
         raise ConfigError(str(err)) from None

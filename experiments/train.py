@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.ppo import seed_everything
+from experiments import distributed
 from experiments.build import make_trainer
 from experiments.config import ConfigError, as_dict, load, resolve_device
 from experiments.evaluate import evaluate_settings, format_table, write_rows
@@ -56,44 +57,58 @@ class StopRequest:
         print(f"\n{signal.Signals(signum).name}: checkpointing after this iteration ...", flush=True)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> Path:
-    """Run (or continue, when ``run_dir`` holds a checkpoint) the training described by ``cfg``."""
-    device = resolve_device(cfg.device)
+def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
+    """Run (or continue, when ``run_dir`` holds a checkpoint) the training described by ``cfg``.
+
+    Under torchrun every rank calls this; rank 0 alone writes the run folder and returns it."""
+    rank, device = distributed.setup(cfg, resolve_device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    trainer = make_trainer(cfg, device)
+    seed_everything(int(cfg.seed) + rank.rank)
+    trainer = make_trainer(cfg, device, rank.rank, rank.world)
     elapsed = 0.0
-    if run_dir is None:
-        run_dir = new_run_dir(cfg)
-    else:
+    if run_dir is not None:
         state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, restore_envs=rank.main)
         elapsed = state.get("elapsed", 0.0)
-        print(f"resuming {run_dir} from step {trainer.global_step:,}")
-    total = trainer.cfg.num_iterations
-    print(f"run folder: {run_dir}\n{cfg.agent.name} + {cfg.memory.name} on {cfg.env.name}: "
-          f"{total * trainer.cfg.steps_per_rollout:,} steps, {trainer.cfg.num_envs} envs, device {device}")
-    logger = RunLogger(run_dir, total * trainer.cfg.steps_per_rollout, trainer.global_step, elapsed)
+    elif rank.main:
+        run_dir = new_run_dir(cfg)
+    total = trainer.num_iterations
+    batch = trainer.cfg.steps_per_rollout
+    if rank.main:
+        if trainer.global_step:
+            print(f"resuming {run_dir} from step {trainer.global_step:,}")
+        print(f"run folder: {run_dir}\n{cfg.agent.name} + {cfg.memory.name} on {cfg.env.name}: "
+              f"{total * batch * rank.world:,} steps, device {device}, {rank.world} process(es); batch per "
+              f"iteration {batch * rank.world:,} steps ({batch:,} per rank: {trainer.cfg.num_envs} envs x "
+              f"{trainer.cfg.rollout_len})")
+    logger = RunLogger(run_dir, total * batch * rank.world, trainer.global_step, elapsed) if rank.main else None
     stop = StopRequest()
 
     def checkpoint():
-        save_checkpoint(run_dir, {**trainer.state_dict(), "elapsed": logger.elapsed})
+        if rank.main:
+            save_checkpoint(run_dir, {**trainer.state_dict(), "elapsed": logger.elapsed})
 
     try:
-        while trainer.iteration < total and not stop.requested:
+        while trainer.iteration < total and not distributed.any_rank(stop.requested):
             metrics = trainer.iterate()
-            if trainer.iteration % cfg.log_every == 0 or trainer.iteration == total:
+            if logger and (trainer.iteration % cfg.log_every == 0 or trainer.iteration == total):
                 logger.log(metrics)
             if trainer.iteration % cfg.checkpoint_every == 0:
                 checkpoint()
         checkpoint()
     finally:
-        logger.close()
-    if stop.requested:
-        print(f"stopped at step {trainer.global_step:,}; continue with:\n"
-              f"  python -m experiments.train resume={run_dir}")
+        if logger:
+            logger.close()
+    if trainer.iteration < total:
+        if rank.main:
+            print(f"stopped at step {trainer.global_step:,}; continue with:\n"
+                  f"  python -m experiments.train resume={run_dir}")
+        distributed.teardown()
         sys.exit(130)
+    distributed.teardown()
+    if not rank.main:
+        return None
 
     sweeps = {k: list(v) for k, v in as_dict(cfg.eval.settings).items()}
     rows = evaluate_settings(trainer.agent, cfg, device, {}, int(cfg.eval.episodes), bool(cfg.eval.greedy))
@@ -104,7 +119,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     print(f"\nrun folder: {run_dir}\n"
           f"  curves:      python -m experiments.plot {run_dir}\n"
           f"  TensorBoard: tensorboard --logdir {run_dir}\n"
-          f"  evaluate:    python -m experiments.evaluate {run_dir} n=1,3,5,10")
+          f"  evaluate:    python -m experiments.evaluate {run_dir} KEY=V1,V2  (env settings, e.g. n=1,3,5,10)")
     return run_dir
 
 

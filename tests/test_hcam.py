@@ -278,7 +278,7 @@ def test_ppo_trains_the_same_with_in_place():
         env = envs.make_vector("rlmem/EndlessTMaze-v0", cfg.num_envs, n=1, l_max=3)
         agent = Agent(env.single_observation_space, 3, "hcam", {**CONFIG, "max_chunks": 3, "in_place": in_place})
         trainer = PPO(env, agent, cfg, torch.device("cpu"))
-        metrics = [trainer.iterate() for _ in range(cfg.num_iterations)]
+        metrics = [trainer.iterate() for _ in range(trainer.num_iterations)]
         return metrics, list(agent.parameters())
 
     (copying_metrics, copying_params), (in_place_metrics, in_place_params) = train(False), train(True)

@@ -66,7 +66,7 @@ def test_ppo_lstm_learns_one_corridor_tmaze():
     env = envs.make_vector("rlmem/EndlessTMaze-v0", cfg.num_envs, n=1, l_max=5)
     agent = Agent(env.single_observation_space, 3, "lstm", {"hidden_size": 64})
     trainer = PPO(env, agent, cfg, torch.device("cpu"))
-    for _ in range(cfg.num_iterations):
+    for _ in range(trainer.num_iterations):
         metrics = trainer.iterate()
     result = evaluate(agent, envs.make_vector("rlmem/EndlessTMaze-v0", 256, n=1, l_max=5), torch.device("cpu"),
                       greedy=True)

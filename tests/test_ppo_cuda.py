@@ -38,7 +38,7 @@ def test_graph_rollout_is_consistent_with_eager_recompute():
 
 def test_graph_rollout_learns_like_eager():
     trainer = make(True, total=80_000, num_envs=32)
-    for _ in range(trainer.cfg.num_iterations):
+    for _ in range(trainer.num_iterations):
         trainer.iterate()
     result = evaluate(trainer.agent, envs.make_vector("rlmem/EndlessTMaze-v0", 256, device="cuda", n=1, l_max=5),
                       torch.device("cuda"), greedy=True)
