@@ -18,6 +18,18 @@ for _name, (_single, _vector) in TASKS.items():
         gymnasium.register(f"rlmem/{_name}-v0", entry_point=_single, vector_entry_point=_vector)
 
 
+# Procgen and Atari wrap their native vector engines (imported only when an env is built); no single-copy form.
+from envs.atari import GAMES as _ATARI_GAMES  # noqa: E402
+from envs.procgen import GAMES as _PROCGEN_GAMES  # noqa: E402
+
+_FAMILIES = [(f"rlmem/procgen-{g}-v0", "envs.procgen:ProcgenVector", {"game": g}) for g in _PROCGEN_GAMES]
+_FAMILIES += [(f"rlmem/atari-{g}-v0", "envs.atari:AtariVector", {"game": g}) for g in _ATARI_GAMES]
+_FAMILIES += [("rlmem/Continual-v0", "envs.continual:ContinualVector", {})]
+for _id, _vector, _kwargs in _FAMILIES:
+    if _id not in gymnasium.registry:
+        gymnasium.register(_id, vector_entry_point=_vector, kwargs=_kwargs)
+
+
 def ids() -> list[str]:
     return sorted(i for i in gymnasium.registry if i.startswith("rlmem/"))
 
