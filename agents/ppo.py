@@ -7,6 +7,10 @@ clipped PPO update. The memory state at the start of each rollout is stored; eve
 code. Shapes: T = rollout_len, N = num_envs, A = number of actions.
 
 Truncated episodes (time limits) are treated as terminal: no bootstrap from the final observation.
+
+Speed: the rollout writes only into preallocated buffers and never waits on the GPU, so with ``cuda_graph`` it is
+captured once as a CUDA graph (agent, sampling, env steps, GAE) and replayed; one minibatch step (forward, backward,
+clipping, Adam) likewise. Under torchrun each process is one learner with its own envs and DDP averages gradients.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ Obs = Tensor | dict[str, Tensor]
 
 @dataclass
 class PPOConfig:
-    num_envs: int = 256
+    num_envs: int = 256  # N: envs of this learner (the launcher splits its global count across ranks)
     rollout_len: int = 32  # T: steps per env per rollout (also the BPTT length)
-    total_steps: int = 2_000_000  # env steps over the whole run
+    total_steps: int = 2_000_000  # env steps over the whole run, all learners together
     lr: float = 2.5e-4
     anneal_lr: bool = True
     gamma: float = 0.99
@@ -50,7 +54,7 @@ class PPOConfig:
     encoder: str = "auto"  # auto | mlp | impala | nature
     encoder_hidden: int = 64  # MLP encoder width
     compile: bool = False  # torch.compile the agent's forward
-    cuda_graph: bool = False  # capture the whole rollout (agent + batched env on the GPU) as one CUDA graph
+    cuda_graph: bool = False  # replay the rollout and the minibatch step as CUDA graphs (batched env on the GPU)
     bf16: bool = False  # bf16 autocast for forward passes (CUDA)
 
     def __post_init__(self):
@@ -136,14 +140,17 @@ class PPO:
             raise ValueError("agent.recon_coef > 0 needs an Agent built with reconstruction=True")
         if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
             raise ValueError(f"env action space {env.single_action_space} is not supported; accepted: Discrete")
-        self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
-        # A captured update reads the learning rate from a tensor, so annealing reaches the graph.
-        lr = torch.tensor(cfg.lr, device=device) if cfg.cuda_graph else cfg.lr
-        self.optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cfg.cuda_graph)
+        if cfg.cuda_graph and (device.type != "cuda" or not hasattr(env, "state_dict")):
+            raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
+                             "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
         # One learner per process under torchrun: each steps its own envs; DDP averages the gradients.
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         if self.world_size > 1 and cfg.cuda_graph:
             raise ValueError("agent.cuda_graph is not supported with several processes (torchrun); set it to false")
+        self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
+        # A captured update reads the learning rate from a tensor, so annealing reaches the graph.
+        lr = torch.tensor(cfg.lr, device=device) if cfg.cuda_graph else cfg.lr
+        self.optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cfg.cuda_graph)
         self.forward = torch.compile(agent) if cfg.compile else agent  # acting: no gradients, no DDP
         learner = DistributedDataParallel(agent, device_ids=[device.index] if device.type == "cuda" else None) \
             if self.world_size > 1 else agent
@@ -152,7 +159,6 @@ class PPO:
         self.context_keys = agent.memory.context_keys
         self.global_step = 0
         self.iteration = 0
-        self.seed = seed
         obs, info = env.reset(seed=seed)
         # Our own tensors, which rollouts copy into (a captured CUDA graph reads and writes these addresses).
         self.next_obs = _map(torch.clone, to_tensor(obs, device))
@@ -160,9 +166,6 @@ class PPO:
         self.next_context = None if context is None else {k: v.clone() for k, v in context.items()}
         self.next_reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)
         self.state = agent.memory.initial_state(cfg.num_envs, device)
-        if cfg.cuda_graph and (device.type != "cuda" or not hasattr(env, "state_dict")):
-            raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
-                             "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
         self.buf = self._allocate()
         self.loss_sums = torch.zeros(7, device=device)  # the losses and statistics named in update()
         self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
