@@ -10,7 +10,6 @@ timed ones (rollout and update timed apart). Prints a markdown table; ``--out`` 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 
@@ -18,7 +17,7 @@ import torch
 
 from agents.ppo import capture_cuda_graph
 from experiments.build import make_env, make_trainer, ppo_config
-from experiments.config import ConfigError, load, resolve_device
+from experiments.config import ConfigError, load, resolve_device, sweep_combinations
 
 
 def sync(device: torch.device) -> None:
@@ -108,15 +107,6 @@ def training_table(configs, device, args) -> list[str]:
     return lines
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """``a=1,2 b=3`` -> ``[[a=1, b=3], [a=2, b=3]]`` (every combination)."""
-    axes = []
-    for item in overrides:
-        key, _, values = item.partition("=")
-        axes.append([f"{key}={v}" for v in values.split(",")])
-    return [list(combo) for combo in itertools.product(*axes)]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="config overrides; comma-separated values are swept")
@@ -128,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_intermixed_args(argv)
     try:
-        configs = [load(o) for o in expand(args.overrides)]
+        configs = [load(o) for o in sweep_combinations(args.overrides)]
     except ConfigError as err:
         sys.exit(f"error: {err}")
     device = resolve_device(configs[0].device)

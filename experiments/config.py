@@ -7,6 +7,7 @@ the accepted values, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -27,6 +28,25 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """Every combination of a Hydra sweep: ``memory=lstm,gru seed=0,1`` -> 4 lists of plain overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    axes = []
+    for o in parsed:
+        key = o.get_key_element()  # with its +, ++ or ~ prefix
+        if o.is_delete() and o.value() is None:
+            axes.append([key])
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        axes.append([f"{key}={v}" for v in values])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
 def _check_groups(overrides: list[str]) -> None:
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
@@ -42,6 +62,7 @@ def _accepted_keys(cfg: DictConfig, dotted: str) -> str:
 
 def load(overrides: list[str]) -> DictConfig:
     """The root config with ``overrides`` (Hydra syntax: ``memory=gru agent.lr=1e-3``) applied and checked."""
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]  # Hydra's own settings
     _check_groups(overrides)
     base = _compose([o for o in overrides if o.partition("=")[0].lstrip("+~") in GROUPS])
     for item in overrides:

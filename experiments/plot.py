@@ -2,8 +2,9 @@
 
     python -m experiments.plot runs/lstm_tmaze_n5_l5/*/ runs/gru_tmaze_n5_l5/*/ --metric success --out tmaze.png
 
-Runs are grouped by their name (the folder above the time stamp): each group is drawn as the mean over its runs with
-a band from the lowest to the highest run, on a common grid of env steps.
+Runs are grouped by their name (the folder above the time stamp), so a sweep over seeds gives one curve per
+memory/env: the mean over its runs on a common grid of env steps, with a 95% bootstrap confidence band of that mean
+(``--band ci``, 1000 resamples of the runs) or the lowest-to-highest band (``--band range``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ def group_runs(runs: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
-def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1) -> Path:
+def confidence_band(ys: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile-bootstrap interval of the mean over runs, per grid point: ys [runs, points] -> (low, high)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ys), (resamples, len(ys)))  # runs drawn with replacement
+    means = ys[picks].mean(axis=1)  # [resamples, points]
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1, band: str = "ci") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +60,8 @@ def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1) -> Path:
         ys = np.stack([np.interp(grid, s, _smooth(v, smooth)) for s, v in curves])
         line, = ax.plot(grid, ys.mean(0), label=f"{name} (n={len(curves)})")
         if len(curves) > 1:
-            ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+            low, high = confidence_band(ys) if band == "ci" else (ys.min(0), ys.max(0))
+            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -75,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<name>/<time>)")
     parser.add_argument("--metric", default="success", help=f"a metrics.csv column; one of {', '.join(COLUMNS[2:])}")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window in logged rows")
+    parser.add_argument("--band", choices=("ci", "range"), default="ci",
+                        help="ci: 95%% bootstrap interval of the mean over runs; range: lowest to highest run")
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     args = parser.parse_args(argv)
     if args.metric not in COLUMNS:
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(r) for r in args.runs if not (r / "metrics.csv").is_file()]
     if missing:
         sys.exit(f"error: runs: {missing[0]!r} is not a run folder (no metrics.csv)")
-    print(f"saved {plot(args.runs, args.metric, args.out, args.smooth)}")
+    print(f"saved {plot(args.runs, args.metric, args.out, args.smooth, args.band)}")
 
 
 if __name__ == "__main__":

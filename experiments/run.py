@@ -17,10 +17,14 @@ CONFIG, CHECKPOINT = "config.yaml", "checkpoint.pt"
 def new_run_dir(cfg: DictConfig) -> Path:
     base = Path(cfg.run_root) / str(cfg.name)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    base.mkdir(parents=True, exist_ok=True)
     path, k = base / stamp, 1
-    while path.exists():  # two runs started in the same second (e.g. seeds launched together)
-        path, k = base / f"{stamp}_{k}", k + 1
-    path.mkdir(parents=True)
+    while True:  # runs started in the same second (a sweep's parallel jobs) each get their own folder
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            path, k = base / f"{stamp}_{k}", k + 1
     OmegaConf.save(cfg, path / CONFIG, resolve=True)
     return path
 

@@ -3,6 +3,7 @@
     python -m experiments.train                                  # the quickstart: PPO + LSTM on Endless T-Maze
     python -m experiments.train memory=gru env=tmaze_n5_l5 experiment=tmaze seed=1
     python -m experiments.train resume=runs/lstm_tmaze_n3_l5/<time>   # continue a killed run
+    python -m experiments.train -m memory=lstm,gru seed=0,1,2 hydra/launcher=joblib   # a sweep, 3 runs at a time
 
 Arguments are Hydra overrides of experiments/conf/config.yaml. The run folder gets the resolved config, metrics.csv,
 TensorBoard events, checkpoint.pt (every ``checkpoint_every`` iterations, at the end, and on Ctrl-C/SIGTERM) and
@@ -15,13 +16,14 @@ import signal
 import sys
 from pathlib import Path
 
+import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.ppo import seed_everything
 from experiments import distributed
 from experiments.build import make_trainer
-from experiments.config import ConfigError, as_dict, load, resolve_device
+from experiments.config import CONF_DIR, ConfigError, as_dict, load, resolve_device, sweep_combinations
 from experiments.evaluate import evaluate_settings, format_table, write_rows
 from experiments.logger import RunLogger
 from experiments.run import load_run, new_run_dir, save_checkpoint
@@ -123,11 +125,32 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     return run_dir
 
 
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def _sweep_job(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def sweep(overrides: list[str]) -> None:
+    """Hydra multirun: one run (and run folder) per combination of the comma-separated values, started by Hydra's
+    launcher: one after another by default, in parallel with ``hydra/launcher=joblib``, as Slurm jobs with
+    ``hydra/launcher=submitit_slurm``. Every combination's config is checked before any run starts."""
+    for combination in sweep_combinations(overrides):
+        load(combination)
+    sys.argv = [sys.argv[0], "--multirun", "hydra.sweep.dir=${run_root}/sweeps/${now:%Y-%m-%d_%H-%M-%S}",
+                "hydra.job.chdir=false", *overrides]
+    _sweep_job()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    multirun = [a for a in argv if a in ("-m", "--multirun")]
+    argv = [a for a in argv if a not in multirun]
     try:
-        cfg, run_dir = configure(argv)
-        train(cfg, run_dir)
+        if multirun:
+            sweep(argv)
+        else:
+            cfg, run_dir = configure(argv)
+            train(cfg, run_dir)
     except ConfigError as err:
         sys.exit(f"error: {err}")
 
