@@ -10,7 +10,8 @@ from experiments.config import sweep_combinations
 from experiments.plot import confidence_band
 
 TINY = ["env=tmaze_n1_l5", "agent.num_envs=8", "agent.rollout_len=8", "agent.total_steps=128",
-        "agent.num_minibatches=2", "memory.hidden_size=8", "eval.episodes=8", "eval.settings={n: [1]}", "device=cpu", "threads=1"]
+        "agent.num_minibatches=2", "memory.hidden_size=8", "eval.episodes=8", "eval.settings={n: [1]}", "device=cpu",
+        "threads=1"]
 
 
 def multirun(tmp_path, *args):
