@@ -22,6 +22,8 @@ def make_env(cfg: DictConfig, num_envs: int, device: torch.device, **kwargs_over
     kwargs = as_dict(cfg.env.get("kwargs")) | kwargs_override
     try:
         return envs.make_vector(cfg.env.id, num_envs, device=device, **kwargs)
+    except ImportError as err:  # an optional engine (procgen, ale-py) that is not installed
+        raise ConfigError(f"env.id: {err}") from None
     except TypeError as err:  # an env kwarg the env does not take
         raise ConfigError(f"env.kwargs: {err}") from None
     except ValueError as err:

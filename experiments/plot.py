@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window in logged rows")
     parser.add_argument("--band", choices=("ci", "range"), default="ci",
                         help="ci: 95%% bootstrap interval of the mean over runs; range: lowest to highest run")
+    parser.add_argument("--continual", action="store_true",
+                        help="also print each task-sequence run's continual metrics (forgetting, transfer)")
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     args = parser.parse_args(argv)
     if args.metric not in COLUMNS:
@@ -95,6 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"error: runs: {missing[0]!r} is not a run folder (no metrics.csv)")
     print(f"saved {plot(args.runs, args.metric, args.out, args.smooth, args.band)}")
+    if args.continual:
+        from experiments.continual_metrics import continual_table
+
+        for run in args.runs:
+            try:
+                print(f"\n{run}\n{continual_table(run)}")
+            except (FileNotFoundError, ValueError) as err:
+                print(f"\n{run}: no continual metrics ({err})")
 
 
 if __name__ == "__main__":

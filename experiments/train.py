@@ -22,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.ppo import seed_everything
 from experiments import distributed
-from experiments.build import make_trainer
+from experiments.build import make_env, make_trainer
 from experiments.config import CONF_DIR, ConfigError, as_dict, load, resolve_device, sweep_combinations
-from experiments.evaluate import evaluate_settings, format_table, write_rows
+from envs.continual import ContinualVector
+from experiments.continual_metrics import EVAL_FILE, append_rows, evaluate_every_task
+from experiments.evaluate import evaluate_settings, format_table, settings_grid, write_rows
 from experiments.logger import RunLogger
 from experiments.run import load_run, new_run_dir, save_checkpoint
 
@@ -59,6 +61,35 @@ class StopRequest:
         print(f"\n{signal.Signals(signum).name}: checkpointing after this iteration ...", flush=True)
 
 
+class ContinualEvaluation:
+    """On a task sequence (``rlmem/Continual-v0``): evaluates every task at step 0 and whenever a segment ends, into
+    ``continual_eval.csv``, from which ``python -m experiments.plot --continual`` computes forgetting and transfer."""
+
+    def __init__(self, trainer, cfg: DictConfig, run_dir: Path, device):
+        self.trainer, self.cfg, self.path, self.device = trainer, cfg, run_dir / EVAL_FILE, device
+        self.env = trainer.env if isinstance(trainer.env, ContinualVector) else None
+        if self.env is None:
+            return
+        if trainer.global_step:
+            raise ConfigError("resume: continuing a task-sequence run is not supported yet (the sequence's "
+                              "position is not checkpointed); start it again")
+        self.segment = 0
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        rows = evaluate_every_task(self.trainer.agent, self.env, int(self.cfg.eval.episodes), self.device,
+                                   self.trainer.global_step)
+        append_rows(self.path, rows)
+
+    def after_iteration(self) -> None:
+        if self.env is None:
+            return
+        segment = self.env.step_count // self.env.vector_steps_per_task
+        if segment != self.segment or self.trainer.iteration == self.trainer.num_iterations:
+            self.segment = segment
+            self._evaluate()
+
+
 def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     """Run (or continue, when ``run_dir`` holds a checkpoint) the training described by ``cfg``.
 
@@ -68,6 +99,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed) + rank.rank)
     trainer = make_trainer(cfg, device, rank.rank, rank.world)
+    sweeps = {k: list(v) for k, v in as_dict(cfg.eval.settings).items()}
+    for setting in settings_grid(sweeps):  # a bad evaluation setting fails now, not after training
+        make_env(cfg, 1, device, **setting).close()
     elapsed = 0.0
     if run_dir is not None:
         state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
@@ -86,6 +120,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
               f"{trainer.cfg.rollout_len})")
     logger = RunLogger(run_dir, total * batch * rank.world, trainer.global_step, elapsed) if rank.main else None
     stop = StopRequest()
+    sequence = ContinualEvaluation(trainer, cfg, run_dir, device) if rank.main else None
 
     def checkpoint():
         if rank.main:
@@ -96,6 +131,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
             metrics = trainer.iterate()
             if logger and (trainer.iteration % cfg.log_every == 0 or trainer.iteration == total):
                 logger.log(metrics)
+            if sequence:
+                sequence.after_iteration()
             if trainer.iteration % cfg.checkpoint_every == 0:
                 checkpoint()
         checkpoint()
@@ -112,7 +149,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     if not rank.main:
         return None
 
-    sweeps = {k: list(v) for k, v in as_dict(cfg.eval.settings).items()}
     rows = evaluate_settings(trainer.agent, cfg, device, {}, int(cfg.eval.episodes), bool(cfg.eval.greedy))
     if sweeps:
         rows += evaluate_settings(trainer.agent, cfg, device, sweeps, int(cfg.eval.episodes), bool(cfg.eval.greedy))

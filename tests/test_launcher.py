@@ -20,7 +20,9 @@ TINY = ["agent.num_envs=8", "agent.rollout_len=8", "agent.num_minibatches=2", "a
 
 
 def run_train(tmp_path, *extra):
-    cfg = load(TINY + [f"run_root={tmp_path}"] + list(extra))
+    keys = {e.partition("=")[0] for e in extra}
+    base = [o for o in TINY if o.partition("=")[0] not in keys]  # Hydra takes each key once
+    cfg = load(base + [f"run_root={tmp_path}"] + list(extra))
     return train_cli.train(cfg)
 
 
@@ -115,6 +117,12 @@ def test_bad_input_is_one_line_before_training(tmp_path, capsys, argv, message):
     assert not list(tmp_path.glob("*/*/checkpoint.pt")), "no training may start"
 
 
+def test_bad_evaluation_setting_fails_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="env.kwargs: .*corridors"):
+        run_train(tmp_path, "eval.settings={corridors: [1, 2]}")
+    assert not list(tmp_path.glob("*/*"))
+
+
 def test_unknown_memory_option_in_config(tmp_path):
     with pytest.raises(ConfigError, match="memory.depth: not an option of memory 'lstm'"):
         run_train(tmp_path, "+memory.depth=2")
@@ -124,3 +132,16 @@ def test_console_script_dispatch(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import main; "
                           "sys.argv=['rlmem', 'nope']; main()"], capture_output=True, text=True)
     assert out.returncode != 0 and "usage: rlmem {train|evaluate|plot|bench}" in out.stderr
+
+
+def test_task_sequence_run_logs_continual_metrics(tmp_path, capsys):
+    run = run_train(tmp_path, "env=continual_tmaze", "env.kwargs.steps_per_task=128", "agent.total_steps=384",
+                    "eval.settings={}")
+    with open(run / "continual_eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    # every task at step 0 and at the end of each of the three segments
+    assert sorted({int(r["step"]) for r in rows}) == [0, 128, 256, 384]
+    assert len(rows) == 4 * 3
+    plot_cli.main([str(run), "--out", str(tmp_path / "c.png"), "--continual"])
+    out = capsys.readouterr().out
+    assert "| tmaze_n1 |" in out and "| **average** |" in out
