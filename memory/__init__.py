@@ -10,6 +10,7 @@ from memory.feedforward import NoMemory
 from memory.hcam import HCAM
 from memory.memo import MemoMemory
 from memory.recurrent import GRU, LSTM
+from memory.sat import SAT
 from memory.transformer import TransformerMemory
 
 REGISTRY: dict[str, Callable[..., Memory]] = {}
@@ -46,6 +47,7 @@ register("gru", GRU)
 register("hcam", HCAM)
 register("transformer", TransformerMemory)
 register("memo", MemoMemory)
+register("sat", SAT)
 
 __all__ = ["Memory", "State", "make", "names", "register", "REGISTRY", "reset_state", "index_state",
            "cat_states", "detach_state", "state_to"]

@@ -17,12 +17,33 @@ SMALL_CONFIG: dict[str, dict] = {"lstm": {"hidden_size": 16}, "gru": {"hidden_si
                                         "max_chunks": 2, "stop_gradient": False},
                                # Segments of 4 (no other length lies in [0.8 L, 1.2 L]) close within T=12.
                                "memo": {"width": 8, "layers": 2, "heads": 2, "segment_length": 4,
-                                        "summary_length": 2, "max_summaries": 2}}
+                                        "summary_length": 2, "max_summaries": 2},
+                               # Capacity >= T, so step 0's token is still stored when the last step reads.
+                               "sat": {"num_places": 3, "width": 8, "heads": 2, "capacity": 16,
+                                       "organisation": "place", "chunk_size": 4, "top_k": 2}}
+# Memories that read context get it from each step's own input, so every slice of x carries its own context.
+CONTEXT = {"sat": lambda x: {"place": (x[..., 0] > 0).long() + (x[..., 1] > 0).long()}}
+
+
+class WithContext(memory.Memory):
+    """Feeds a memory the context ``context_fn(x)``, so the contract checks run on memories that need one."""
+
+    def __init__(self, inner, context_fn):
+        super().__init__()
+        self.inner, self.context_fn = inner, context_fn
+        self.input_size, self.output_size = inner.input_size, inner.output_size
+
+    def initial_state(self, batch_size, device=None):
+        return self.inner.initial_state(batch_size, device)
+
+    def forward(self, x, state, reset, context=None):
+        return self.inner(x, state, reset, self.context_fn(x))
 
 
 def build(name):
     torch.manual_seed(0)
-    return memory.make(name, IN, **SMALL_CONFIG.get(name, {})).double()
+    m = memory.make(name, IN, **SMALL_CONFIG.get(name, {})).double()
+    return WithContext(m, CONTEXT[name]) if name in CONTEXT else m
 
 
 def inputs(seed=1):
