@@ -1,0 +1,170 @@
+"""The DreamerV3 agent: config, acting, one training step on a replay batch, and a collect-and-train loop.
+
+A replay entry is one transition of one env: ``obs`` (what the agent saw), ``action`` (what it did), ``reward`` and
+``terminated`` (what followed), ``reset`` (``obs`` starts an episode). ``replay_spec`` gives the matching spec for
+``memory.replay.make_replay``. Shapes: N envs, B batch rows, T steps per row, H imagination horizon.
+
+Left out of the 2023 recipe: carrying the latent state across replay batches (every sampled sequence starts from
+the initial state), continuous actions, dict observations, mixed precision, and the learned initial state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import Tensor, nn
+
+from agents.dreamer.behaviour import Behaviour
+from agents.dreamer.rssm import State
+from agents.dreamer.world_model import WorldModel
+
+# size -> (deter, units, layers, CNN depth); "tiny" is for tests and CPU smoke runs, not from the paper.
+SIZES = {"tiny": (64, 64, 1, 8), "S": (512, 512, 2, 32), "M": (1024, 640, 3, 48), "L": (2048, 768, 4, 64),
+         "XL": (4096, 1024, 5, 96)}
+
+
+@dataclass
+class DreamerConfig:
+    size: str = "S"
+    memory: str = "gru"  # any registered memory without context keys
+    memory_config: dict = field(default_factory=dict)
+    stoch: int = 32  # categorical latents
+    classes: int = 32  # classes per latent
+    batch_size: int = 16
+    batch_length: int = 64
+    horizon: int = 15
+    gamma: float = 0.997
+    lam: float = 0.95
+    entropy: float = 3e-4
+    slow_critic_rate: float = 0.02
+    return_decay: float = 0.99
+    dyn_scale: float = 0.5
+    rep_scale: float = 0.1
+    free_bits: float = 1.0
+    model_lr: float = 1e-4
+    model_eps: float = 1e-8
+    model_clip: float = 1000.0
+    ac_lr: float = 3e-5
+    ac_eps: float = 1e-5
+    ac_clip: float = 100.0
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise ValueError(f"agent.size: unknown size {self.size!r}; accepted: {', '.join(SIZES)}")
+        for name in ("stoch", "classes", "batch_size", "batch_length", "horizon"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"agent.{name} must be a positive integer, got {getattr(self, name)!r}")
+
+
+FIELDS = ("obs", "action", "reward", "terminated", "reset")
+
+
+def replay_spec(obs_space: gymnasium.spaces.Box) -> dict:
+    """The replay spec of Dreamer transitions for observations of ``obs_space``."""
+    return {"obs": (obs_space.shape, obs_space.dtype), "action": ((), np.int64), "reward": ((), np.float32),
+            "terminated": ((), np.bool_), "reset": ((), np.bool_)}
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_space: gymnasium.Space, action_space: gymnasium.Space, cfg: DreamerConfig | None = None):
+        super().__init__()
+        if not isinstance(action_space, gymnasium.spaces.Discrete):
+            raise ValueError(f"env action space {action_space} is not supported by dreamer; accepted: Discrete")
+        self.cfg = cfg = cfg or DreamerConfig()
+        self.num_actions = int(action_space.n)
+        deter, units, layers, depth = SIZES[cfg.size]
+        self.world_model = WorldModel(obs_space, self.num_actions, deter, units, layers, depth, cfg.stoch,
+                                      cfg.classes, cfg.memory, cfg.memory_config, cfg.dyn_scale, cfg.rep_scale,
+                                      cfg.free_bits)
+        self.behaviour = Behaviour(self.world_model.rssm.feature_size, self.num_actions, units, layers, cfg.gamma,
+                                   cfg.lam, cfg.entropy, cfg.slow_critic_rate, return_decay=cfg.return_decay)
+        self.model_opt = torch.optim.Adam(self.world_model.parameters(), cfg.model_lr, eps=cfg.model_eps)
+        self.actor_opt = torch.optim.Adam(self.behaviour.actor.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
+        self.critic_opt = torch.optim.Adam(self.behaviour.critic.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.world_model.rssm.initial_state(batch_size, self.device)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, state: State, reset: Tensor, greedy: bool = False) -> tuple[Tensor, State]:
+        """obs [N, ...], reset [N] (obs starts an episode) -> action [N] (int64), next state."""
+        obs = torch.as_tensor(obs, device=self.device)
+        reset = torch.as_tensor(reset, device=self.device).bool()
+        state, _, _ = self.world_model.rssm.obs_step(state, self.world_model.encoder(obs), reset)
+        action = self.behaviour.policy(self.world_model.rssm.features(state), greedy)
+        state["action"] = action
+        return action.argmax(-1), state
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One world-model and one actor-critic update on a replay batch field -> [B, T, ...]."""
+        cfg, wm = self.cfg, self.world_model
+        seq = {k: batch[k].to(self.device).transpose(0, 1) for k in FIELDS}
+        t, b = seq["reset"].shape
+        action = nn.functional.one_hot(seq["action"].long(), self.num_actions).float()  # [T, B, A]
+        model_loss, metrics, states = wm.loss(seq["obs"], action, seq["reward"].float(), seq["terminated"],
+                                              seq["reset"].bool(), self.initial_state(b))
+        self.model_opt.zero_grad(set_to_none=True)
+        model_loss.backward()
+        metrics["model_grad_norm"] = nn.utils.clip_grad_norm_(wm.parameters(), cfg.model_clip)
+
+        # Imagine from every posterior state of the batch, with the world model as it was for its loss.
+        start = {k: v.reshape(t * b, *v.shape[2:]) for k, v in states.items()}
+        with torch.no_grad():
+            feat, imag_action = wm.rssm.imagine(start, self.behaviour.policy, cfg.horizon)  # [H+1, N, F], [H, N, A]
+            reward, cont = wm.reward(feat[:-1], imag_action), wm.cont(feat[:-1], imag_action)
+        actor_loss, critic_loss, ac_metrics = self.behaviour.loss(feat, imag_action, reward, cont)
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        metrics["actor_grad_norm"] = nn.utils.clip_grad_norm_(self.behaviour.actor.parameters(), cfg.ac_clip)
+        metrics["critic_grad_norm"] = nn.utils.clip_grad_norm_(self.behaviour.critic.parameters(), cfg.ac_clip)
+        self.model_opt.step()
+        self.actor_opt.step()
+        self.critic_opt.step()
+        self.behaviour.update_slow_critic()
+        metrics |= ac_metrics | {"model_loss": model_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
+        return {k: float(v.detach()) for k, v in metrics.items()}
+
+
+def train(env: gymnasium.vector.VectorEnv, agent: Agent, replay, steps: int, train_ratio: float,
+          seed: int = 0) -> dict:
+    """Collect ``steps`` env steps (all envs together) into ``replay`` and train ``agent`` so that it replays
+    ``train_ratio`` steps per env step, once the replay holds its first chunks. Returns the finished episodes'
+    returns in order, the number of updates and the last update's metrics."""
+    if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+        raise ValueError(f"env: dreamer needs a vector env with autoreset_mode SAME_STEP (a replay entry is one "
+                         f"transition), got {env.metadata.get('autoreset_mode')}")
+    cfg, n = agent.cfg, env.num_envs
+    obs, _ = env.reset(seed=seed)
+    state = agent.initial_state(n)
+    reset = torch.ones(n, dtype=torch.bool)
+    running, returns = torch.zeros(n), []
+    updates, budget, metrics = 0, 0.0, {}
+    for _ in range(math.ceil(steps / n)):
+        action, state = agent.act(obs, state, reset)
+        next_obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
+        reward = torch.as_tensor(reward).float().cpu()
+        terminated = torch.as_tensor(terminated).bool().cpu()
+        replay.add({"obs": torch.as_tensor(obs).cpu(), "action": action.cpu(), "reward": reward,
+                    "terminated": terminated, "reset": reset})
+        reset = terminated | torch.as_tensor(truncated).bool().cpu()
+        running += reward
+        returns += running[reset].tolist()
+        running[reset] = 0.0
+        obs = next_obs
+        if replay.stored_steps > 0:
+            budget += n * train_ratio
+            while budget >= cfg.batch_size * cfg.batch_length:
+                metrics = agent.train_step(replay.sample(cfg.batch_size, cfg.batch_length))
+                budget -= cfg.batch_size * cfg.batch_length
+                updates += 1
+    return {"episode_returns": returns, "updates": updates, "metrics": metrics}
