@@ -15,12 +15,7 @@ from torch import nn  # noqa: E402
 
 from memory.haiku import hcam as hk_hcam  # noqa: E402
 from memory.hcam import HCAM, HierarchicalMemoryAttention, haiku_leaves, to_haiku_params  # noqa: E402
-
-
-def assert_relative(actual, expected, tol=1e-5):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape
-    assert np.abs(actual - expected).max() <= tol * max(np.abs(expected).max(), 1e-12)
+from parity import assert_relative_close  # noqa: E402
 
 
 def torch_grads_as_haiku(module):
@@ -67,10 +62,10 @@ def test_read_outputs_and_gradients_match():
     def loss(p, qs):
         return (fn.apply(p, qs, keys.numpy(), contents.numpy(), mask.numpy()) * cotangent.numpy()).sum()
 
-    assert_relative(jax.jit(fn.apply)(params, queries.detach().numpy(), keys.numpy(), contents.numpy(),
+    assert_relative_close(jax.jit(fn.apply)(params, queries.detach().numpy(), keys.numpy(), contents.numpy(),
                                       mask.numpy()), out)
     param_grads, query_grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, queries.detach().numpy())
-    assert_relative(query_grads, queries.grad)
+    assert_relative_close(query_grads, queries.grad)
     assert_grads_equal(read, param_grads)
 
 
@@ -100,8 +95,8 @@ def test_memory_outputs_states_and_gradients_match(stop_gradient, in_place):
 
     grads, (jax_out, jax_state) = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(params, x.detach().numpy())
     param_grads, x_grads = grads
-    assert_relative(jax_out, out.detach())
+    assert_relative_close(jax_out, out.detach())
     for key, value in state.items():
-        assert_relative(jax_state[key], value.detach())
-    assert_relative(x_grads, x.grad)
+        assert_relative_close(jax_state[key], value.detach())
+    assert_relative_close(x_grads, x.grad)
     assert_grads_equal(mem, param_grads)

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from memory.haiku.memo import MemoMemory as HaikuMemo  # noqa: E402
 from memory.haiku.memo import haiku_to_torch, torch_to_haiku  # noqa: E402
 from memory.memo import MemoMemory  # noqa: E402
+from parity import assert_relative_close, to_jax  # noqa: E402
 
 IN, B, T = 5, 3, 9
 BASE = {"width": 16, "layers": 2, "heads": 2, "segment_length": 3, "summary_length": 2}
@@ -24,16 +25,6 @@ OPTIONS = [{"max_summaries": 2}, {"mode": "rmt", "truncate": True}]
 
 def haiku_fn(config, is_training=False):
     return hk.transform(lambda x, s, r: HaikuMemo(**config)(x, s, r, is_training))
-
-
-def to_jax(state):
-    return {k: jnp.asarray(v.detach().numpy()) for k, v in state.items()}
-
-
-def assert_relative_close(actual, expected, what):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = max(np.abs(expected).max(), 1e-12)
-    assert np.abs(actual - expected).max() <= 1e-5 * scale, what
 
 
 def data(seed):

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from memory.haiku.transformer import TransformerMemory as HaikuTransformer  # noqa: E402
 from memory.haiku.transformer import haiku_to_torch, torch_to_haiku  # noqa: E402
 from memory.transformer import TransformerMemory  # noqa: E402
+from parity import assert_relative_close, to_jax  # noqa: E402
 
 IN, B, T = 5, 3, 6
 BASE = {"width": 16, "layers": 2, "heads": 2, "window": 4, "max_distance": 2}
@@ -37,16 +38,6 @@ def haiku_fn(config):
     return hk.without_apply_rng(hk.transform(lambda x, s, r: HaikuTransformer(**config)(x, s, r)))
 
 
-def to_jax_state(state):
-    return {k: jnp.asarray(v.detach().numpy()) for k, v in state.items()}
-
-
-def assert_relative_close(actual, expected, what):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = max(np.abs(expected).max(), 1e-12)
-    assert np.abs(actual - expected).max() <= 1e-5 * scale, what
-
-
 def data(seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, B, IN, generator=g)
@@ -63,7 +54,7 @@ def test_outputs_states_and_gradients_match(gating, norm, positions):
     x, reset = data(1)
     reset[0] = True
     out, state = m(x, m.initial_state(B), reset)
-    jout, jstate = f.apply(params, jnp.asarray(x.numpy()), to_jax_state(m.initial_state(B)), jnp.asarray(reset))
+    jout, jstate = f.apply(params, jnp.asarray(x.numpy()), to_jax(m.initial_state(B)), jnp.asarray(reset))
     assert_relative_close(jout, out.detach(), "first-call outputs")
     for key in state:
         assert_relative_close(jstate[key], state[key].detach(), f"state[{key!r}]")
@@ -75,7 +66,7 @@ def test_outputs_states_and_gradients_match(gating, norm, positions):
     (out2 * weight).sum().backward()
 
     def loss(p, x):
-        y, _ = f.apply(p, x, to_jax_state(state), jnp.asarray(reset2))
+        y, _ = f.apply(p, x, to_jax(state), jnp.asarray(reset2))
         return (y * jnp.asarray(weight.numpy())).sum()
 
     jgrad_params, jgrad_x = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x2.detach().numpy()))
