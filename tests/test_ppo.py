@@ -131,3 +131,16 @@ def test_ppo_logs_the_reconstruction_loss():
     assert metrics["recon_loss"] > 0
     with pytest.raises(ValueError, match="recon_coef"):
         PPO(env, Agent(env.single_observation_space, 3, "lstm"), cfg, torch.device("cpu"))
+
+
+def test_bf16_autocast_trains():
+    seed_everything(0)
+    cfg = PPOConfig(num_envs=8, rollout_len=8, total_steps=128, num_minibatches=2, bf16=True)
+    env = envs.make_vector("rlmem/EndlessTMaze-v0", 8, n=1, l_max=2)
+    agent = Agent(env.single_observation_space, 3, "gru", {"hidden_size": 8})
+    trainer = PPO(env, agent, cfg, torch.device("cpu"))
+    before = [p.detach().clone() for p in agent.parameters()]
+    metrics = trainer.iterate()
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.parameters()))
+    assert trainer.buf["values"].dtype == torch.float32  # stored in float32 whatever the compute dtype
