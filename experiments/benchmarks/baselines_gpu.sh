@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Gridworld-suite baselines on one GPU: PPO with none / LSTM / GRU x 3 seeds on Ballet 2_delay16 (symbolic),
-# Color-Cubes Trivial and Dark Key-to-Door (experiment=baselines), 27 runs side by side.
+# Color-Cubes Trivial and Dark Key-to-Door (experiment=baselines), 27 runs side by side (ENVS picks a subset).
 # Runs stop themselves at LIMIT seconds (SIGTERM: they checkpoint) so results always come back; a later call can
 # resume them with `python -m experiments.train resume=<folder>`. Writes runs.tar.gz and a table to $OUT.
 set -uo pipefail
 OUT=${OUT:-baselines-out}
 LIMIT=${LIMIT:-420}
+ENVS=${ENVS:-ballet_2_delay16 color_cubes_trivial dark_key_to_door}  # a subset re-runs only those tasks
 mkdir -p "$OUT" logs_baselines
 pids=()
-for env in ballet_2_delay16 color_cubes_trivial dark_key_to_door; do
+for env in $ENVS; do
   for memory in none lstm gru; do
     for seed in 0 1 2; do
       timeout -s TERM "$LIMIT" python -m experiments.train experiment=baselines env=$env memory=$memory seed=$seed \
@@ -36,5 +37,6 @@ for run in sorted(glob.glob("runs_baselines/*/*/")):
           f"{float(last.get('success') or 'nan'):.3f} | {er} | {es} |")
 PY
 tar czf "$OUT/runs.tar.gz" --exclude=checkpoint.pt runs_baselines logs_baselines
-tar czf "$OUT/checkpoints.tar.gz" $(find runs_baselines -name checkpoint.pt) 2>/dev/null
+# Checkpoints of unfinished runs, in parts small enough to come back from the GPU machine.
+find runs_baselines -name checkpoint.pt | tar czf - -T - | split -b 15m - "$OUT/checkpoints.tar.gz.part-"
 ls -la "$OUT"
