@@ -137,4 +137,7 @@ def resolve_device(name: str):
 
 
 def as_dict(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    """A config node as a plain dict; a resolver's default (e.g. ``oc.select``'s ``{}``) may already be one."""
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)

@@ -145,3 +145,11 @@ def test_task_sequence_run_logs_continual_metrics(tmp_path, capsys):
     plot_cli.main([str(run), "--out", str(tmp_path / "c.png"), "--continual"])
     out = capsys.readouterr().out
     assert "| tmaze_n1 |" in out and "| **average** |" in out
+
+
+def test_env_without_eval_settings_evaluates_as_trained_only(tmp_path):
+    # eval.settings defaults to the env config's eval_settings, or to {} for envs that have none.
+    base = [o for o in TINY if not o.startswith(("eval.settings", "env="))]
+    run = train_cli.train(load(base + ["env=color_cubes_trivial", "agent.total_steps=64", f"run_root={tmp_path}"]))
+    with open(run / "eval.csv") as f:
+        assert [r["setting"] for r in csv.DictReader(f)] == ["as trained"]
