@@ -4,14 +4,14 @@
     python -m experiments.benchmarks.memory_cost --small --out /tmp/x.md  # tiny sizes, runs on a CPU
 
 Cases, each for one query per env (batch 256, width 256, 4 heads, chunk 16, top-8) over S stored steps:
-(a) our HCAM read alone (``HierarchicalMemoryAttention``) over S/16 chunks; (b) one step of the ``hcam`` memory with
-1 layer and S steps stored, with ``in_place=True`` (eager, and replayed as a CUDA graph) and with the default
-``in_place=False`` (one copy of the store per call); (c) full attention over an S-step KV cache (keys and values
-already projected); (d) one LSTM step (hidden 256; no stored steps); (e) DeepMind's reference read (Haiku, jit,
-float32) via ``reference_hcam.py``, where ``.ref/htm_attention.py`` exists. Time: median over many steps after
-warm-up, each step timed from a synchronised start to a synchronised end. Memory: peak allocated during the case
-(``torch.cuda.max_memory_allocated``, reset per case; JAX's ``peak_bytes_in_use`` for (e)). The markdown table is
-printed last and written to ``--out``.
+(a) our HCAM read alone (``HierarchicalMemoryAttention``) over S/16 chunks, eager and replayed as a CUDA graph;
+(b) one step of the ``hcam`` memory with 1 layer and S steps stored, with ``in_place=True`` (eager, and replayed as
+a CUDA graph) and with the default ``in_place=False`` (one copy of the store per call); (c) full attention over an
+S-step KV cache (keys and values already projected), eager and as a CUDA graph; (d) one LSTM step (hidden 256; no
+stored steps); (e) DeepMind's reference read (Haiku, jit, float32) via ``reference_hcam.py``, where
+``.ref/htm_attention.py`` exists. Time: median over many steps after warm-up, each step timed from a synchronised
+start to a synchronised end. Memory: peak allocated during the case (``torch.cuda.max_memory_allocated``, reset per
+case; JAX's ``peak_bytes_in_use`` for (e)). The markdown table is printed last and written to ``--out``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ def hcam_step(s: Sizes, steps: int, device, in_place: bool = True) -> Step:
     return step
 
 
+def graphed(step: Step, device) -> Step:
+    """``step`` captured once as a CUDA graph after a warm-up on a side stream; each replay reruns its GPU work."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def hcam_step_graph(s: Sizes, steps: int, device) -> Step:
     """The in-place step captured once as a CUDA graph; each replay is one step (as in a captured PPO rollout)."""
     m = HCAM(s.width, s.width, layers=1, heads=s.heads, chunk_size=s.chunk, top_k=s.top_k,
@@ -101,17 +115,7 @@ def hcam_step_graph(s: Sizes, steps: int, device) -> Step:
         for key, value in new.items():
             if value is not state[key]:
                 state[key].copy_(value)
-
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            body()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        body()
-    return graph.replay
+    return graphed(body, device)
 
 
 def kv_cache_attention(s: Sizes, steps: int, device) -> Step:
@@ -141,11 +145,14 @@ def store_bytes(s: Sizes, steps: int) -> int:
 
 # name -> (builder, copies of the S-step store it holds at its peak, depends on S, needs CUDA)
 CASES = {"(a) HCAM read, ours": (hcam_read, 1, True, False),
+         "(a) HCAM read, ours, CUDA graph": (lambda s, n, d: graphed(hcam_read(s, n, d), d), 1, True, True),
          "(b) hcam step, 1 layer, in_place": (hcam_step, 1, True, False),
          "(b) hcam step, 1 layer, in_place, CUDA graph": (hcam_step_graph, 1, True, True),
          "(b) hcam step, 1 layer, copying (default)": (lambda s, n, d: hcam_step(s, n, d, in_place=False), 2, True,
                                                         False),
          "(c) full attention, KV cache": (kv_cache_attention, 2, True, False),
+         "(c) full attention, KV cache, CUDA graph": (lambda s, n, d: graphed(kv_cache_attention(s, n, d), d), 2,
+                                                      True, True),
          "(d) LSTM step": (lstm_step, 0, False, False)}
 
 
