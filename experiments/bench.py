@@ -4,7 +4,9 @@
 
 Arguments are config overrides (as for experiments.train); comma-separated values are swept. For each env setting the
 env alone is stepped with random actions; for each full config PPO runs ``--warmup`` iterations, then ``--iterations``
-timed ones (rollout and update timed apart). Prints a markdown table; ``--out`` also writes it to a file.
+timed ones (rollout and update timed apart). With ``agent=dreamer`` the replay is filled first, then each iteration's
+collect and updates are timed apart: env steps/s and gradient steps/s. Prints a markdown table; ``--out`` also
+writes it to a file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import torch
 
 from agents.ppo import capture_cuda_graph
-from experiments.build import make_env, make_trainer, ppo_config
+from experiments.build import dreamer_config, make_env, make_trainer, ppo_config
 from experiments.config import ConfigError, load, resolve_device, sweep_combinations
 
 
@@ -107,6 +109,48 @@ def training_table(configs, device, args) -> list[str]:
     return lines
 
 
+def dreamer_rates(trainer, warmup: int, iterations: int) -> dict[str, float]:
+    """Collect until the replay holds data, run ``warmup`` iterations, then time ``iterations`` collects and their
+    updates apart: env steps/s of collecting, gradient steps/s of training, and env steps/s end to end."""
+    device = trainer.device
+    while not trainer.replay.stored_steps:
+        trainer.collect()
+    for _ in range(warmup):
+        trainer.iterate()
+    collect_time = train_time = 0.0
+    updates = 0
+    for _ in range(iterations):
+        sync(device)
+        t0 = time.perf_counter()
+        trainer.collect()
+        sync(device)
+        t1 = time.perf_counter()
+        updates += trainer.train()[1]
+        sync(device)
+        collect_time += t1 - t0
+        train_time += time.perf_counter() - t1
+    steps = iterations * trainer.cfg.steps_per_rollout
+    return {"collect_sps": steps / collect_time, "updates_per_s": updates / train_time if updates else 0.0,
+            "sps": steps / (collect_time + train_time), "updates": updates}
+
+
+def dreamer_table(configs, device, args) -> list[str]:
+    lines = ["| env | memory | size | envs | train ratio | env-only steps/s | collect steps/s | updates/s | "
+             "end-to-end env steps/s | updates timed |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for cfg in configs:
+        config = dreamer_config(cfg)
+        env_only = env_steps_per_second(make_env(cfg, config.num_envs, device), device, args.env_steps)
+        torch.manual_seed(0)
+        result = dreamer_rates(make_trainer(cfg, device), args.warmup, args.iterations)
+        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {config.size} | {config.num_envs} | "
+                     f"{config.train_ratio:g} | {env_only:,.0f} | {result['collect_sps']:,.0f} | "
+                     f"{result['updates_per_s']:,.1f} | {result['sps']:,.0f} | {result['updates']} |")
+        print(lines[-1], flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="config overrides; comma-separated values are swept")
@@ -126,8 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(int(configs[0].threads))
     if args.graph and device.type != "cuda":
         sys.exit("error: --graph needs device=cuda")
-    lines = env_only_table(configs, device, args.env_steps, args.graph) if args.env_only else \
-        training_table(configs, device, args)
+    agents = {cfg.agent.name for cfg in configs}
+    if len(agents) > 1:
+        sys.exit(f"error: agent: bench one agent at a time, got {', '.join(sorted(agents))}")
+    if "dreamer" in agents:
+        if args.env_only:
+            sys.exit("error: --env-only sizes the envs by PPO's config; the dreamer table has an env-only column")
+        lines = dreamer_table(configs, device, args)
+    else:
+        lines = env_only_table(configs, device, args.env_steps, args.graph) if args.env_only else \
+            training_table(configs, device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = f"device: {name}, torch {torch.__version__}\n\n" + "\n".join(lines)
     print("\n" + table)

@@ -1,4 +1,5 @@
-"""Config -> objects: the env, the agent and the trainer. Shared by train, evaluate and bench."""
+"""Config -> objects: the env, the agent and the trainer of ``cfg.agent.name`` (ppo | dreamer).
+Shared by train, evaluate and bench."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import torch
 from omegaconf import DictConfig
 
 import envs
-from agents.ppo import PPO, Agent, PPOConfig
+from agents import dreamer
+from agents.ppo import PPO, PPOConfig
+from agents.ppo import Agent as PPOAgent
+from envs.threaded import GroupedVector
 from experiments.config import ConfigError, as_dict, build_dataclass
 
 
@@ -16,6 +20,18 @@ def ppo_config(cfg: DictConfig) -> PPOConfig:
     values = as_dict(cfg.agent)
     values.pop("name")
     return build_dataclass(PPOConfig, values, "agent")
+
+
+def dreamer_config(cfg: DictConfig) -> dreamer.DreamerConfig:
+    """The agent group's fields, with the RSSM's deterministic path taken from the memory group."""
+    values = as_dict(cfg.agent)
+    values.pop("name")
+    for key in ("memory", "memory_config"):
+        if key in values:
+            raise ConfigError(f"agent.{key}: the dreamer's memory comes from the memory group, e.g. memory=gru")
+    mem = as_dict(cfg.memory)
+    built = build_dataclass(dreamer.DreamerConfig, values, "agent")
+    return dataclasses.replace(built, memory=mem.pop("name"), memory_config=mem)
 
 
 def make_env(cfg: DictConfig, num_envs: int, device: torch.device, **kwargs_override):
@@ -30,26 +46,61 @@ def make_env(cfg: DictConfig, num_envs: int, device: torch.device, **kwargs_over
         raise ConfigError(f"env.kwargs.{err}" if not str(err).startswith("env") else str(err)) from None
 
 
-def make_agent(cfg: DictConfig, env, ppo: PPOConfig) -> Agent:
+def _ppo_agent(cfg: DictConfig, env, ppo: PPOConfig) -> PPOAgent:
     mem = as_dict(cfg.memory)
     name = mem.pop("name")
     try:
-        return Agent(env.single_observation_space, int(env.single_action_space.n), name, mem, ppo.encoder,
-                     ppo.encoder_hidden, reconstruction=ppo.recon_coef > 0)
+        return PPOAgent(env.single_observation_space, int(env.single_action_space.n), name, mem, ppo.encoder,
+                        ppo.encoder_hidden, reconstruction=ppo.recon_coef > 0)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
-def make_trainer(cfg: DictConfig, device: torch.device, rank: int = 0, world: int = 1) -> PPO:
+def _dreamer_agent(env, config: dreamer.DreamerConfig) -> dreamer.Agent:
+    try:
+        return dreamer.Agent(env.single_observation_space, env.single_action_space, config)
+    except ValueError as err:  # a memory that reads context, an unsupported space, a bad memory option
+        raise ConfigError(str(err)) from None
+
+
+def make_agent(cfg: DictConfig, env) -> PPOAgent | dreamer.Agent:
+    """An untrained agent of ``cfg.agent.name`` for ``env`` (evaluation loads a checkpoint's weights into it)."""
+    if cfg.agent.name == "dreamer":
+        return _dreamer_agent(env, dreamer_config(cfg))
+    return _ppo_agent(cfg, env, ppo_config(cfg))
+
+
+def make_trainer(cfg: DictConfig, device: torch.device, rank: int = 0, world: int = 1) -> PPO | dreamer.Trainer:
+    """The learner of one rank; see ``make_ppo_trainer`` and ``make_dreamer_trainer``."""
+    if cfg.agent.name == "dreamer":
+        return make_dreamer_trainer(cfg, device, world)
+    return make_ppo_trainer(cfg, device, rank, world)
+
+
+def make_ppo_trainer(cfg: DictConfig, device: torch.device, rank: int = 0, world: int = 1) -> PPO:
     """The PPO learner of one rank: ``agent.num_envs / world`` envs, seeded apart from the other ranks' envs."""
     ppo = ppo_config(cfg)
     try:
         ppo = dataclasses.replace(ppo, num_envs=ppo.num_envs // world)
     except ValueError as err:
         raise ConfigError(f"{err} (per rank, with {world} processes)") from None
-    env = make_env(cfg, ppo.num_envs, device)
-    agent = make_agent(cfg, env, ppo)
+    env = make_env(cfg, ppo.num_envs, device) if ppo.env_groups == 1 else \
+        GroupedVector([make_env(cfg, ppo.num_envs // ppo.env_groups, device) for _ in range(ppo.env_groups)])
+    agent = _ppo_agent(cfg, env, ppo)
     try:
         return PPO(env, agent, ppo, device, seed=int(cfg.seed) + rank * ppo.num_envs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def make_dreamer_trainer(cfg: DictConfig, device: torch.device, world: int = 1) -> dreamer.Trainer:
+    """The DreamerV3 learner: one process (no DDP for the dreamer yet)."""
+    if world > 1:
+        raise ConfigError(f"agent.name: dreamer trains in one process, got {world} (run it without torchrun)")
+    config = dreamer_config(cfg)
+    env = make_env(cfg, config.num_envs, device)
+    agent = _dreamer_agent(env, config)
+    try:
+        return dreamer.Trainer(env, agent, config, device, seed=int(cfg.seed))
     except ValueError as err:
         raise ConfigError(str(err)) from None

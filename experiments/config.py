@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("agent", "memory", "env", "experiment")
-AGENTS = ("ppo",)
+AGENTS = ("ppo", "dreamer")
 
 
 class ConfigError(ValueError):

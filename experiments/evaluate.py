@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch import Tensor
 
+from agents import dreamer
 from agents.ppo import Agent, sample, to_tensor
 from experiments.config import ConfigError, resolve_device
 from experiments.run import load_run
@@ -24,21 +26,54 @@ from experiments.run import load_run
 EVAL_COLUMNS = ("setting", "episodes", "return", "success", "length")
 
 
+class PPOActing:
+    """PPO's agent behind the acting interface evaluation uses (``DreamerActing`` is the dreamer's)."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    def initial_state(self, n: int, device: torch.device) -> dict:
+        return self.agent.memory.initial_state(n, device)
+
+    def act(self, obs, state: dict, reset: Tensor, info: dict, greedy: bool) -> tuple[Tensor, dict]:
+        """obs [N, ...], reset [N], the env's last info -> action [N], next state."""
+        device = reset.device
+        context = {k: to_tensor(info[k], device).long().unsqueeze(0) for k in self.agent.memory.context_keys} or None
+        logits, _, state = self.agent(_unsqueeze(obs), state, reset.unsqueeze(0), context)
+        return (logits[0].argmax(-1) if greedy else sample(logits[0])), state
+
+
+class DreamerActing:
+    """The dreamer's agent behind the acting interface; it reads no context from info."""
+
+    def __init__(self, agent: dreamer.Agent):
+        self.agent = agent
+
+    def initial_state(self, n: int, device: torch.device) -> dict:
+        return self.agent.initial_state(n)
+
+    def act(self, obs, state: dict, reset: Tensor, info: dict, greedy: bool) -> tuple[Tensor, dict]:
+        return self.agent.act(obs, state, reset, greedy)
+
+
+def acting(agent: Agent | dreamer.Agent) -> PPOActing | DreamerActing:
+    return DreamerActing(agent) if isinstance(agent, dreamer.Agent) else PPOActing(agent)
+
+
 @torch.no_grad()
-def evaluate(agent: Agent, env, device: torch.device, seed: int = 12345, greedy: bool = False) -> dict:
+def evaluate(agent: Agent | dreamer.Agent, env, device: torch.device, seed: int = 12345,
+             greedy: bool = False) -> dict:
     """Mean return, success and length over the first episode of each of ``env.num_envs`` copies."""
     n = env.num_envs
+    actor = acting(agent)
     obs, info = env.reset(seed=seed)
     obs = to_tensor(obs, device)
-    state = agent.memory.initial_state(n, device)
+    state = actor.initial_state(n, device)
     reset = torch.ones(n, dtype=torch.bool, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     totals = torch.zeros(3, n, device=device)  # return, success, length of each copy's first episode
-    keys = agent.memory.context_keys
     while not bool(finished.all()):
-        context = {k: to_tensor(info[k], device).long().unsqueeze(0) for k in keys} or None
-        logits, _, state = agent(_unsqueeze(obs), state, reset.unsqueeze(0), context)
-        action = logits[0].argmax(-1) if greedy else sample(logits[0])
+        action, state = actor.act(obs, state, reset, info, greedy)
         obs, _, terminated, truncated, info = env.step(action)
         obs = to_tensor(obs, device)
         reset = to_tensor(terminated, device) | to_tensor(truncated, device)
@@ -61,7 +96,7 @@ def settings_grid(sweeps: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(sweeps[k] for k in keys))] or [{}]
 
 
-def evaluate_settings(agent: Agent, cfg, device, sweeps: dict[str, list], episodes: int, greedy: bool,
+def evaluate_settings(agent: Agent | dreamer.Agent, cfg, device, sweeps: dict[str, list], episodes: int, greedy: bool,
                       seed: int = 12345) -> list[dict]:
     from experiments.build import make_env
 
@@ -114,10 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         episodes = args.episodes or int(cfg.eval.episodes)
         if episodes < 1:
             raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
-        from experiments.build import make_agent, make_env, ppo_config
+        from experiments.build import make_agent, make_env
 
         env = make_env(cfg, 1, device)
-        agent = make_agent(cfg, env, ppo_config(cfg)).to(device)
+        agent = make_agent(cfg, env).to(device)
         agent.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["agent"])
         rows = evaluate_settings(agent, cfg, device, sweeps, episodes, args.greedy or bool(cfg.eval.greedy))
     except ConfigError as err:

@@ -9,35 +9,48 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-COLUMNS = ("step", "iteration", "time", "sps", "episodes", "episode_return", "episode_length", "success", "lr",
-           "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm", "recon_loss")
+FIRST = ("step", "iteration", "time", "sps")
+EPISODES = ("episodes", "episode_return", "episode_length", "success")  # blank in rows where no episode ended
 
 
 class RunLogger:
+    """metrics.csv's columns are the first row's keys (each agent logs its own), kept for the run's lifetime."""
+
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, elapsed: float = 0.0):
         self.path = run_dir / "metrics.csv"
         self.total_steps = total_steps
-        self._truncate_after(start_step)  # a resumed run rewrites what came after its checkpoint
-        new = not self.path.exists()
-        self.file = open(self.path, "a", newline="")
-        self.csv = csv.DictWriter(self.file, COLUMNS, extrasaction="ignore")
-        if new:
-            self.csv.writeheader()
+        self.columns = self._truncate_after(start_step)  # a resumed run rewrites what came after its checkpoint
+        self.file = self.csv = None
         self.tb = SummaryWriter(str(run_dir), purge_step=start_step or None)
         self.t0 = time.time() - elapsed
         self.start_step, self.t_start = start_step, time.time()
         self.last_print = 0.0
         self.tty = sys.stdout.isatty()
 
-    def _truncate_after(self, step: int) -> None:
+    def _truncate_after(self, step: int) -> list[str] | None:
+        """Drop rows after ``step``; the file's columns, or None for a new run."""
         if not self.path.exists():
-            return
+            return None
         with open(self.path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if int(r["step"]) <= step]
+            columns = list(reader.fieldnames or FIRST)
         with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
+            writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(rows)
+        return columns
+
+    def _writer(self, metrics: dict) -> csv.DictWriter:
+        if self.csv is None:
+            new = self.columns is None
+            if new:
+                self.columns = list(dict.fromkeys((*FIRST, *EPISODES, *metrics)))
+            self.file = open(self.path, "a", newline="")
+            self.csv = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
+            if new:
+                self.csv.writeheader()
+        return self.csv
 
     @property
     def elapsed(self) -> float:
@@ -47,7 +60,7 @@ class RunLogger:
         step = metrics["step"]
         sps = (step - self.start_step) / max(time.time() - self.t_start, 1e-9)
         row = {**metrics, "time": round(self.elapsed, 2), "sps": round(sps)}
-        self.csv.writerow(row)
+        self._writer(metrics).writerow(row)
         self.file.flush()
         for key, value in metrics.items():
             if key not in ("step", "iteration"):
@@ -73,7 +86,8 @@ class RunLogger:
             print(line, flush=True)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file:
+            self.file.close()
         self.tb.close()
 
 

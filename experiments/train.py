@@ -117,7 +117,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
         print(f"run folder: {run_dir}\n{cfg.agent.name} + {cfg.memory.name} on {cfg.env.name}: "
               f"{total * batch * rank.world:,} steps, device {device}, {rank.world} process(es); batch per "
               f"iteration {batch * rank.world:,} steps ({batch:,} per rank: {trainer.cfg.num_envs} envs x "
-              f"{trainer.cfg.rollout_len})")
+              f"{batch // trainer.cfg.num_envs})")
     logger = RunLogger(run_dir, total * batch * rank.world, trainer.global_step, elapsed) if rank.main else None
     stop = StopRequest()
     sequence = ContinualEvaluation(trainer, cfg, run_dir, device) if rank.main else None
@@ -139,6 +139,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     finally:
         if logger:
             logger.close()
+    trainer.close()
     if trainer.iteration < total:
         if rank.main:
             print(f"stopped at step {trainer.global_step:,}; continue with:\n"

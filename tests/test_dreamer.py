@@ -8,12 +8,11 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from agents.dreamer import Agent, DreamerConfig, replay_spec, train
+from agents.dreamer import Agent, DreamerConfig, Trainer
 from agents.dreamer.behaviour import ReturnNormaliser, lambda_returns
 from agents.dreamer.distributions import NUM_BINS, bins, symexp, symlog, two_hot, two_hot_loss, two_hot_mean
 from agents.dreamer.rssm import RSSM
 from agents.dreamer.world_model import kl_losses
-from memory.replay import make_replay
 
 
 def test_symlog_symexp_round_trip():
@@ -185,19 +184,47 @@ def test_tiny_dreamer_learns_a_cue_bandit():
     torch.manual_seed(0)
     env = SyncVectorEnv([CueBandit for _ in range(8)], autoreset_mode=AutoresetMode.SAME_STEP)
     # Faster learning rates than the recipe's, so that a few dozen updates show progress on a CPU.
-    cfg = DreamerConfig(size="tiny", stoch=8, classes=8, batch_size=8, batch_length=8, model_lr=3e-3, ac_lr=1e-3)
+    cfg = DreamerConfig(size="tiny", stoch=8, classes=8, batch_size=8, batch_length=8, lr=3e-3, ac_lr=1e-3,
+                        num_envs=8, collect_steps=8, total_steps=960, train_ratio=16, replay_capacity=4096,
+                        chunk_length=8)
     agent = Agent(env.single_observation_space, env.single_action_space, cfg)
-    replay = make_replay("fifo", 4096, 8, replay_spec(env.single_observation_space), env.num_envs)
     before = _average_return(env, agent, 200)
-    out = train(env, agent, replay, steps=960, train_ratio=16)
+    trainer = Trainer(env, agent, cfg, torch.device("cpu"))
+    metrics = [trainer.iterate() for _ in range(trainer.num_iterations)]
     after = _average_return(env, agent, 200)
-    assert out["updates"] > 0 and all(math.isfinite(v) for v in out["metrics"].values())
+    assert trainer.global_step == 960 and trainer.updates > 0
+    assert all(math.isfinite(v) for v in metrics[-1].values())
     assert before < -0.2 and after > before + 0.8
 
 
-def test_train_refuses_next_step_autoreset():
+def test_trainer_spends_the_train_ratio():
+    # 4 envs x 8 steps per iteration, chunks of 8: the replay first holds data after the first iteration's last
+    # step, which earns 4 x 16 = 64 replayed steps = 2 updates of 4 x 8; each later iteration earns 32 x 16 = 16.
+    env = SyncVectorEnv([CueBandit for _ in range(4)], autoreset_mode=AutoresetMode.SAME_STEP)
+    cfg = DreamerConfig(size="tiny", stoch=2, classes=2, batch_size=4, batch_length=8, horizon=2, num_envs=4,
+                        collect_steps=8, train_ratio=16, replay_capacity=256, chunk_length=8)
+    trainer = Trainer(env, Agent(env.single_observation_space, env.single_action_space, cfg), cfg,
+                      torch.device("cpu"))
+    first, second = trainer.iterate(), trainer.iterate()
+    assert (first["updates"], second["updates"]) == (2, 16)
+    assert first["episodes"] == 0  # SyncVectorEnv without episode statistics: none reported
+    assert trainer.replay.stored_steps == 2 * 32 and trainer.budget == 0
+
+
+def test_trainer_refuses_next_step_autoreset():
     env = SyncVectorEnv([CueBandit], autoreset_mode=AutoresetMode.NEXT_STEP)
-    agent = Agent(env.single_observation_space, env.single_action_space, DreamerConfig(size="tiny"))
-    replay = make_replay("fifo", 64, 8, replay_spec(env.single_observation_space), 1)
+    cfg = DreamerConfig(size="tiny", num_envs=1)
+    agent = Agent(env.single_observation_space, env.single_action_space, cfg)
     with pytest.raises(ValueError, match="SAME_STEP"):
-        train(env, agent, replay, steps=8, train_ratio=1)
+        Trainer(env, agent, cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("replay", "lifo", "agent.replay: unknown replay 'lifo'; accepted: fifo, reservoir, wmar"),
+    ("chunk_length", 8, r"agent.chunk_length \(8\) must be >= agent.batch_length \(64\)"),
+    ("train_ratio", 0.0, "agent.train_ratio must be positive"),
+    ("collect_steps", 0, "agent.collect_steps must be a positive integer"),
+])
+def test_bad_trainer_fields_raise(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DreamerConfig(**{field: value})

@@ -98,7 +98,7 @@ def test_evaluate_and_plot_commands(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["memory=lsmt"], "memory: unknown memory 'lsmt'; accepted: .*lstm"),
     (["env=nowhere"], "env: unknown env 'nowhere'; accepted: .*tmaze_n3_l5"),
-    (["agent=sac"], "agent: unknown agent 'sac'; accepted: ppo"),
+    (["agent=sac"], "agent: unknown agent 'sac'; accepted: dreamer, ppo"),
     (["agent.learning_rate=1"], "agent.learning_rate: no such config key; accepted here: .*lr"),
     (["memory.hidden=3"], "memory.hidden: no such config key; accepted here: hidden_size"),
     (["agent.lr=fast"], "agent.lr: expected float, got 'fast'"),

@@ -1,8 +1,9 @@
-"""The DreamerV3 agent: config, acting, one training step on a replay batch, and a collect-and-train loop.
+"""The DreamerV3 agent: its config, acting, and one training step on a replay batch.
 
 A replay entry is one transition of one env: ``obs`` (what the agent saw), ``action`` (what it did), ``reward`` and
 ``terminated`` (what followed), ``reset`` (``obs`` starts an episode). ``replay_spec`` gives the matching spec for
 ``memory.replay.make_replay``. Shapes: N envs, B batch rows, T steps per row, H imagination horizon.
+``agents.dreamer.trainer.Trainer`` collects from a vector env into a replay and calls ``train_step``.
 
 Left out of the 2023 recipe: carrying the latent state across replay batches (every sampled sequence starts from
 the initial state), continuous actions, dict observations, mixed precision, and the learned initial state.
@@ -10,18 +11,17 @@ the initial state), continuous actions, dict observations, mixed precision, and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import gymnasium
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
 from agents.dreamer.behaviour import Behaviour
 from agents.dreamer.rssm import State
 from agents.dreamer.world_model import WorldModel
+from memory.replay import KINDS, SPLITS
 
 # size -> (deter, units, layers, CNN depth); "tiny" is for tests and CPU smoke runs, not from the paper.
 SIZES = {"tiny": (64, 64, 1, 8), "S": (512, 512, 2, 32), "M": (1024, 640, 3, 48), "L": (2048, 768, 4, 64),
@@ -30,6 +30,8 @@ SIZES = {"tiny": (64, 64, 1, 8), "S": (512, 512, 2, 32), "M": (1024, 640, 3, 48)
 
 @dataclass
 class DreamerConfig:
+    """The agent's and its trainer's knobs: one flat config, as the launcher's ``agent`` group."""
+
     size: str = "S"
     memory: str = "gru"  # any registered memory without context keys
     memory_config: dict = field(default_factory=dict)
@@ -46,19 +48,48 @@ class DreamerConfig:
     dyn_scale: float = 0.5
     rep_scale: float = 0.1
     free_bits: float = 1.0
-    model_lr: float = 1e-4
+    lr: float = 1e-4  # the world model's; the launcher's experiments set ``agent.lr`` for every agent
     model_eps: float = 1e-8
     model_clip: float = 1000.0
     ac_lr: float = 3e-5
     ac_eps: float = 1e-5
     ac_clip: float = 100.0
+    # Trainer: an iteration collects collect_steps from each of num_envs envs, then trains at train_ratio.
+    num_envs: int = 16
+    total_steps: int = 1_000_000  # env steps over the whole run
+    collect_steps: int = 64
+    train_ratio: float = 64.0  # replayed steps (batch_size * batch_length per update) per env step
+    replay: str = "fifo"  # fifo | reservoir | wmar (memory/replay.py)
+    replay_capacity: int = 1_000_000  # env steps, all buffers together
+    chunk_length: int = 512  # replay storage unit in steps per env (WMAR's); sampled rows are cut from one chunk
+    wmar_split: str = "buffer"  # wmar only: a batch from one buffer (WMAR) or half from each
 
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"agent.size: unknown size {self.size!r}; accepted: {', '.join(SIZES)}")
-        for name in ("stoch", "classes", "batch_size", "batch_length", "horizon"):
+        positive = ("stoch", "classes", "batch_size", "batch_length", "horizon", "num_envs", "total_steps",
+                    "collect_steps", "replay_capacity", "chunk_length")
+        for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"agent.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.train_ratio > 0:
+            raise ValueError(f"agent.train_ratio must be positive, got {self.train_ratio!r}")
+        if self.replay not in KINDS:
+            raise ValueError(f"agent.replay: unknown replay {self.replay!r}; accepted: {', '.join(KINDS)}")
+        if self.wmar_split not in SPLITS:
+            raise ValueError(f"agent.wmar_split: got {self.wmar_split!r}; accepted: {', '.join(SPLITS)}")
+        if self.chunk_length < self.batch_length:
+            raise ValueError(f"agent.chunk_length ({self.chunk_length}) must be >= agent.batch_length "
+                             f"({self.batch_length}): sampled rows are cut from one chunk")
+        buffers = 2 if self.replay == "wmar" else 1
+        if self.replay_capacity < buffers * self.chunk_length:
+            raise ValueError(f"agent.replay_capacity ({self.replay_capacity}) must hold one chunk per buffer: "
+                             f">= {buffers * self.chunk_length} for a {self.replay} replay")
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Env steps collected per iteration (the launcher's name for an iteration's batch)."""
+        return self.num_envs * self.collect_steps
 
 
 FIELDS = ("obs", "action", "reward", "terminated", "reset")
@@ -83,7 +114,7 @@ class Agent(nn.Module):
                                       cfg.free_bits)
         self.behaviour = Behaviour(self.world_model.rssm.feature_size, self.num_actions, units, layers, cfg.gamma,
                                    cfg.lam, cfg.entropy, cfg.slow_critic_rate, return_decay=cfg.return_decay)
-        self.model_opt = torch.optim.Adam(self.world_model.parameters(), cfg.model_lr, eps=cfg.model_eps)
+        self.model_opt = torch.optim.Adam(self.world_model.parameters(), cfg.lr, eps=cfg.model_eps)
         self.actor_opt = torch.optim.Adam(self.behaviour.actor.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
         self.critic_opt = torch.optim.Adam(self.behaviour.critic.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
 
@@ -134,37 +165,3 @@ class Agent(nn.Module):
         metrics |= ac_metrics | {"model_loss": model_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
         return {k: float(v.detach()) for k, v in metrics.items()}
 
-
-def train(env: gymnasium.vector.VectorEnv, agent: Agent, replay, steps: int, train_ratio: float,
-          seed: int = 0) -> dict:
-    """Collect ``steps`` env steps (all envs together) into ``replay`` and train ``agent`` so that it replays
-    ``train_ratio`` steps per env step, once the replay holds its first chunks. Returns the finished episodes'
-    returns in order, the number of updates and the last update's metrics."""
-    if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
-        raise ValueError(f"env: dreamer needs a vector env with autoreset_mode SAME_STEP (a replay entry is one "
-                         f"transition), got {env.metadata.get('autoreset_mode')}")
-    cfg, n = agent.cfg, env.num_envs
-    obs, _ = env.reset(seed=seed)
-    state = agent.initial_state(n)
-    reset = torch.ones(n, dtype=torch.bool)
-    running, returns = torch.zeros(n), []
-    updates, budget, metrics = 0, 0.0, {}
-    for _ in range(math.ceil(steps / n)):
-        action, state = agent.act(obs, state, reset)
-        next_obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
-        reward = torch.as_tensor(reward).float().cpu()
-        terminated = torch.as_tensor(terminated).bool().cpu()
-        replay.add({"obs": torch.as_tensor(obs).cpu(), "action": action.cpu(), "reward": reward,
-                    "terminated": terminated, "reset": reset})
-        reset = terminated | torch.as_tensor(truncated).bool().cpu()
-        running += reward
-        returns += running[reset].tolist()
-        running[reset] = 0.0
-        obs = next_obs
-        if replay.stored_steps > 0:
-            budget += n * train_ratio
-            while budget >= cfg.batch_size * cfg.batch_length:
-                metrics = agent.train_step(replay.sample(cfg.batch_size, cfg.batch_length))
-                budget -= cfg.batch_size * cfg.batch_length
-                updates += 1
-    return {"episode_returns": returns, "updates": updates, "metrics": metrics}
