@@ -10,7 +10,10 @@ Truncated episodes (time limits) are treated as terminal: no bootstrap from the 
 
 Speed: the rollout writes only into preallocated buffers and never waits on the GPU, so with ``cuda_graph`` it is
 captured once as a CUDA graph (agent, sampling, env steps, GAE) and replayed; one minibatch step (forward, backward,
-clipping, Adam) likewise. Under torchrun each process is one learner with its own envs and DDP averages gradients.
+clipping, Adam) likewise. Host envs (Procgen, Atari) are never captured: they step in background threads with their
+results staged through pinned memory (``envs/threaded.py``), and with ``env_groups=2`` the policy acts for one half
+of the envs while the other half steps. Under torchrun each process is one learner with its own envs and DDP
+averages gradients.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import memory as memories
 from agents.networks import layer_init, make_decoder, make_encoder
+from envs.threaded import Step, make_stepper, on_device
 
 Obs = Tensor | dict[str, Tensor]
 
@@ -56,6 +60,7 @@ class PPOConfig:
     compile: bool = False  # torch.compile the agent's forward
     cuda_graph: bool = False  # replay the rollout and the minibatch step as CUDA graphs (batched env on the GPU)
     bf16: bool = False  # bf16 autocast for forward passes (CUDA)
+    env_groups: int = 1  # 1 | 2: host envs as two groups (a GroupedVector) that step while the policy acts on the other
 
     def __post_init__(self):
         positive = ("num_envs", "rollout_len", "total_steps", "num_minibatches", "update_epochs", "encoder_hidden")
@@ -65,6 +70,10 @@ class PPOConfig:
         if self.num_envs % self.num_minibatches:
             raise ValueError(f"agent.num_minibatches ({self.num_minibatches}) must divide agent.num_envs "
                              f"({self.num_envs}): minibatches hold whole env columns")
+        if self.env_groups not in (1, 2):
+            raise ValueError(f"agent.env_groups must be 1 or 2, got {self.env_groups!r}")
+        if self.num_envs % self.env_groups:
+            raise ValueError(f"agent.env_groups ({self.env_groups}) must divide agent.num_envs ({self.num_envs})")
 
     @property
     def steps_per_rollout(self) -> int:
@@ -140,20 +149,21 @@ class PPO:
             raise ValueError("agent.recon_coef > 0 needs an Agent built with reconstruction=True")
         if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
             raise ValueError(f"env action space {env.single_action_space} is not supported; accepted: Discrete")
-        if cfg.cuda_graph and (device.type != "cuda" or not hasattr(env, "state_dict")):
+        if cfg.cuda_graph and (device.type != "cuda" or not on_device(env)):
             raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
                              "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
+        if cfg.env_groups > 1 and (len(getattr(env, "groups", ())) != cfg.env_groups
+                                   or any(on_device(g) for g in env.groups)):
+            raise ValueError(f"agent.env_groups={cfg.env_groups} needs host envs (Procgen, Atari) built as a "
+                             f"GroupedVector of {cfg.env_groups} groups; batched envs on the device step as one group")
         # One learner per process under torchrun: each steps its own envs; DDP averages the gradients.
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
-        if self.world_size > 1 and cfg.cuda_graph:
-            raise ValueError("agent.cuda_graph is not supported with several processes (torchrun); set it to false")
         self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
         # A captured update reads the learning rate from a tensor, so annealing reaches the graph.
         lr = torch.tensor(cfg.lr, device=device) if cfg.cuda_graph else cfg.lr
         self.optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cfg.cuda_graph)
         self.forward = torch.compile(agent) if cfg.compile else agent  # acting: no gradients, no DDP
-        learner = DistributedDataParallel(agent, device_ids=[device.index] if device.type == "cuda" else None) \
-            if self.world_size > 1 else agent
+        learner = _data_parallel(agent, device, cfg.cuda_graph) if self.world_size > 1 else agent
         self.train_forward = torch.compile(learner) if cfg.compile else learner
         self.num_iterations = max(1, cfg.total_steps // (cfg.steps_per_rollout * self.world_size))
         self.context_keys = agent.memory.context_keys
@@ -167,6 +177,7 @@ class PPO:
         self.next_reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)
         self.state = agent.memory.initial_state(cfg.num_envs, device)
         self.buf = self._allocate()
+        self.stepper = make_stepper(env, cfg.env_groups, device, self.context_keys)
         self.loss_sums = torch.zeros(7, device=device)  # the losses and statistics named in update()
         self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None  # the captured rollout
@@ -196,7 +207,7 @@ class PPO:
                 "stats": torch.zeros(4, device=dev)}  # episodes, return sum, length sum, success sum
 
     def _policy(self, obs: Obs, state, reset: Tensor, context):
-        """One step of the agent for all envs: obs [N, ...] -> logits [N, A], value [N], next state."""
+        """One step of the agent for n envs (all or a group): obs [n, ...] -> logits [n, A], value [n], next state."""
         with self._autocast():
             logits, value, state = self.forward(_map(lambda x: x.unsqueeze(0), obs), state, reset.unsqueeze(0),
                                                 None if context is None else
@@ -205,40 +216,50 @@ class PPO:
 
     @torch.no_grad()
     def _rollout_body(self) -> None:
-        """Collect T steps into ``self.buf``; every write lands in preallocated tensors (no host syncs)."""
-        cfg, buf, dev = self.cfg, self.buf, self.device
+        """Collect T steps into ``self.buf``; every write lands in preallocated tensors (no host syncs).
+
+        The policy acts group by group (``stepper.columns``): while it acts for one group, the others' host envs
+        step in the background. Each env column sees the same steps as with one group, in the same order."""
+        cfg, buf, stepper = self.cfg, self.buf, self.stepper
         for k, v in self.state.items():
             buf["start_state"][k].copy_(v)
         buf["stats"].zero_()
-        state = dict(self.state)
+        states = [{k: v[cols] for k, v in self.state.items()} for cols in stepper.columns]
         for t in range(cfg.rollout_len):
-            _map_set(buf["obs"], t, self.next_obs)
-            buf["reset"][t] = self.next_reset
-            for k in self.context_keys:
-                buf["context"][k][t] = self.next_context[k]
-            logits, value, state = self._policy(self.next_obs, state, self.next_reset, self.next_context)
-            action = sample(logits)
-            buf["actions"][t], buf["logprobs"][t], buf["values"][t] = action, log_prob(logits, action), value
-
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            done = to_tensor(terminated, dev) | to_tensor(truncated, dev)
-            buf["rewards"][t], buf["dones"][t] = to_tensor(reward, dev).float(), done
-            _map_copy(self.next_obs, to_tensor(obs, dev))
-            self.next_reset.copy_(done)
-            if self.context_keys:
-                _map_copy(self.next_context, self._context(info))
-            if "episode" in info:
-                ended = to_tensor(info["_episode"], dev).float()
-                success = to_tensor(info["success"], dev).float() if "success" in info else torch.zeros_like(ended)
-                buf["stats"] += torch.stack([ended.sum(), (to_tensor(info["episode"]["r"], dev).float() * ended).sum(),
-                                             (to_tensor(info["episode"]["l"], dev).float() * ended).sum(),
-                                             (success * ended).sum()])
-        _, next_value, _ = self._policy(self.next_obs, state, self.next_reset, self.next_context)
-        for k, v in state.items():
-            self.state[k].copy_(v)
+            for g, cols in enumerate(stepper.columns):
+                if t > 0:
+                    self._record(t - 1, cols, stepper.receive(g))
+                obs, reset = _map(lambda x: x[cols], self.next_obs), self.next_reset[cols]
+                context = None if self.next_context is None else {k: v[cols] for k, v in self.next_context.items()}
+                _map_set(buf["obs"], (t, cols), obs)
+                buf["reset"][t, cols] = reset
+                for k in self.context_keys:
+                    buf["context"][k][t, cols] = context[k]
+                logits, value, states[g] = self._policy(obs, states[g], reset, context)
+                action = sample(logits)
+                buf["actions"][t, cols], buf["logprobs"][t, cols] = action, log_prob(logits, action)
+                buf["values"][t, cols] = value
+                stepper.send(g, action)
+        for g, cols in enumerate(stepper.columns):
+            self._record(cfg.rollout_len - 1, cols, stepper.receive(g))
+            for k, v in states[g].items():
+                self.state[k][cols] = v
+        _, next_value, _ = self._policy(self.next_obs, self.state, self.next_reset, self.next_context)
         buf["advantages"].copy_(gae(buf["rewards"], buf["values"], buf["dones"], next_value, cfg.gamma,
                                     cfg.gae_lambda))
         torch.add(buf["advantages"], buf["values"], out=buf["returns"])
+
+    def _record(self, t: int, cols: slice, step: Step) -> None:
+        """Write the env step that followed step t of the columns ``cols``: its rewards and dones into the rollout,
+        its observations into the next step's inputs, finished episodes into the statistics."""
+        buf = self.buf
+        buf["rewards"][t, cols], buf["dones"][t, cols] = step.reward, step.done
+        _map_copy(_map(lambda x: x[cols], self.next_obs), step.obs)
+        self.next_reset[cols] = step.done
+        for k in self.context_keys:
+            self.next_context[k][cols] = step.context[k]
+        if step.episode is not None:  # rows: ended, return, length, success -> sums over ended episodes
+            buf["stats"] += (step.episode * step.episode[0]).sum(-1)
 
     def rollout(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """Run the rollout body: eagerly, or as a replay of its CUDA graph once one is captured."""
@@ -349,6 +370,15 @@ class PPO:
             group["lr"] = lr
 
     # --- checkpointing ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the CUDA graphs and the env-stepping threads. Graphs that hold NCCL all-reduces must go before
+        the process group is destroyed, or destroying it hangs (PyTorch issue 115388)."""
+        for graph in (self.graph, self.update_graph):
+            if graph is not None:
+                graph.reset()
+        self.graph = self.update_graph = None
+        self.stepper.close()
+
     def state_dict(self) -> dict[str, Any]:
         state = {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "global_step": self.global_step, "iteration": self.iteration,
@@ -357,7 +387,7 @@ class PPO:
                  "next_context": self.next_context}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        if hasattr(self.env, "state_dict"):
+        if on_device(self.env):
             state["env"] = self.env.state_dict()
         return state
 
@@ -391,6 +421,17 @@ def _map_copy(dst: Obs, src: Obs) -> None:
         dst.copy_(src)
 
 
+def _data_parallel(agent: Agent, device: torch.device, cuda_graph: bool) -> DistributedDataParallel:
+    """DDP around ``agent``. For a captured update (backward and NCCL all-reduce in one CUDA graph) PyTorch asks
+    that DDP be built on a side stream and run at least 11 eager backward passes first (here: two iterations'
+    minibatches) and that NCCL's async error handling be off (``distributed.setup`` does that)."""
+    ids = [device.index] if device.type == "cuda" else None
+    if not cuda_graph:
+        return DistributedDataParallel(agent, device_ids=ids)
+    with torch.cuda.stream(torch.cuda.Stream(device)):
+        return DistributedDataParallel(agent, device_ids=ids)
+
+
 def capture_cuda_graph(fn) -> torch.cuda.CUDAGraph:
     """Record ``fn``'s GPU work once; replaying the graph reruns it with one launch instead of thousands."""
     torch.cuda.synchronize()
@@ -400,12 +441,12 @@ def capture_cuda_graph(fn) -> torch.cuda.CUDAGraph:
     return graph
 
 
-def _map_set(buf: Obs, t: int, value: Obs) -> None:
+def _map_set(buf: Obs, index, value: Obs) -> None:
     if isinstance(buf, dict):
         for k in buf:
-            buf[k][t] = value[k]
+            buf[k][index] = value[k]
     else:
-        buf[t] = value
+        buf[index] = value
 
 
 def gae(rewards: Tensor, values: Tensor, dones: Tensor, next_value: Tensor, gamma: float, lam: float) -> Tensor:

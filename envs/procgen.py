@@ -123,8 +123,8 @@ class ProcgenVector(VectorEnv):
                                       **self.level_kwargs, **self.options)
         self.episode_return[:] = 0.0
         self.episode_length[:] = 0
-        _, obs, _ = self.engine.observe()
-        return np.array(obs["rgb"]), {}
+        _, obs, _ = self.engine.observe()  # gym3 hands out fresh copies of its buffers
+        return obs["rgb"], {}
 
     def step(self, actions):
         if self.engine is None:
@@ -140,7 +140,7 @@ class ProcgenVector(VectorEnv):
                 "_episode": terminated, "success": completed & terminated}
         self.episode_return[terminated] = 0.0
         self.episode_length[terminated] = 0
-        return np.array(obs["rgb"]), reward, terminated, np.zeros(self.num_envs, bool), info
+        return obs["rgb"], reward, terminated, np.zeros(self.num_envs, bool), info
 
     def close_extras(self, **kwargs):
         if self.engine is not None:

@@ -43,6 +43,9 @@ def setup(cfg: DictConfig, device: torch.device) -> tuple[Rank, torch.device]:
     if cfg.agent.num_envs % world:
         raise ConfigError(f"agent.num_envs ({cfg.agent.num_envs}) must be divisible by the number of processes "
                           f"({world}): each rank steps an equal share")
+    if device.type == "cuda" and cfg.agent.get("cuda_graph"):
+        # A CUDA graph may hold NCCL all-reduces only with NCCL's async error handling off (PyTorch's CUDA graph notes).
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     _check_same_config(cfg)

@@ -4,7 +4,7 @@
 
 Arguments are config overrides as for experiments.train; ``agent.num_envs`` is global, so give W times the per-GPU
 count. Every rank runs ``--warmup`` iterations, then ``--iterations`` timed ones between barriers; rank 0 prints one
-markdown row: processes, global envs, global SPS, seconds per iteration.
+markdown row: env, memory, cuda_graph, processes, global envs, global SPS, seconds per iteration.
 """
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ def barrier(device: torch.device) -> None:
         dist.barrier()
 
 
+def same_parameters(agent: torch.nn.Module, device: torch.device) -> bool:
+    """Whether every rank holds the same weights (gradient averaging worked), compared through their sums."""
+    flat = torch.cat([p.detach().double().flatten() for p in agent.parameters()])
+    sums = torch.stack([flat.sum(), (flat * torch.arange(len(flat), device=flat.device)).sum()])
+    sums = sums.to(device if dist.get_backend() == "nccl" else "cpu")
+    gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, sums)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks.scaling")
     parser.add_argument("overrides", nargs="*")
@@ -50,10 +60,14 @@ def main(argv: list[str] | None = None) -> None:
         trainer.iterate()
     barrier(device)
     seconds = time.perf_counter() - t0
+    if rank.world > 1 and not same_parameters(trainer.agent, device):
+        sys.exit(f"error: rank {rank.rank}: parameters differ across ranks after the timed updates")
     steps = args.iterations * trainer.cfg.steps_per_rollout * rank.world
     if rank.main:
-        print(f"| {cfg.env.name} | {cfg.memory.name} | {rank.world} | {trainer.cfg.num_envs * rank.world} | "
+        print(f"| {cfg.env.name} | {cfg.memory.name} | {trainer.cfg.cuda_graph} | {rank.world} | "
+              f"{trainer.cfg.num_envs * rank.world} | "
               f"{steps / seconds:,.0f} | {seconds / args.iterations:.3f} |", flush=True)
+    trainer.close()
     distributed.teardown()
 
 
