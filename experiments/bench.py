@@ -89,18 +89,31 @@ def env_only_table(configs, device, env_steps: int, graph: bool) -> list[str]:
     return lines
 
 
-def training_table(configs, device, args) -> list[str]:
-    lines = ["| env | memory | envs | env-only steps/s | PPO SPS | rollout SPS | update share | env-only / PPO |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+def swept_settings(combinations: list[list[str]]) -> list[str]:
+    """Per combination, its values of the swept keys that the tables have no column for (e.g. ``agent.bf16=true``)."""
+    shown = ("env", "memory", "agent.num_envs")
+    values: dict[str, set] = {}
+    for combination in combinations:
+        for item in combination:
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    swept = {k for k, v in values.items() if len(v) > 1 and k not in shown}
+    return [" ".join(o for o in c if o.partition("=")[0] in swept) or "-" for c in combinations]
+
+
+def training_table(configs, settings: list[str], device, args) -> list[str]:
+    lines = ["| env | memory | envs | setting | env-only steps/s | PPO SPS | rollout SPS | update share | "
+             "env-only / PPO |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     env_only: dict[tuple, float] = {}
-    for cfg in configs:
+    for cfg, setting in zip(configs, settings):
         n = ppo_config(cfg).num_envs
         key = (cfg.env.name, n)
         if key not in env_only:
             env_only[key] = env_steps_per_second(make_env(cfg, n, device), device, args.env_steps)
         torch.manual_seed(0)
         result = train_steps_per_second(make_trainer(cfg, device), args.warmup, args.iterations)
-        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {n} | {env_only[key]:,.0f} | {result['sps']:,.0f} | "
+        lines.append(f"| {cfg.env.name} | {cfg.memory.name} | {n} | {setting} | {env_only[key]:,.0f} | "
+                     f"{result['sps']:,.0f} | "
                      f"{result['rollout_sps']:,.0f} | {result['update_share']:.2f} | "
                      f"{env_only[key] / result['sps']:.1f}x |")
         print(lines[-1], flush=True)
@@ -162,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_intermixed_args(argv)
     try:
-        configs = [load(o) for o in sweep_combinations(args.overrides)]
+        combinations = sweep_combinations(args.overrides)
+        configs = [load(o) for o in combinations]
     except ConfigError as err:
         sys.exit(f"error: {err}")
     device = resolve_device(configs[0].device)
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         lines = dreamer_table(configs, device, args)
     else:
         lines = env_only_table(configs, device, args.env_steps, args.graph) if args.env_only else \
-            training_table(configs, device, args)
+            training_table(configs, swept_settings(combinations), device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = f"device: {name}, torch {torch.__version__}\n\n" + "\n".join(lines)
     print("\n" + table)

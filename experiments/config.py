@@ -129,11 +129,15 @@ def build_dataclass(cls, values: dict, prefix: str):
 
 
 def resolve_device(name: str):
+    """The torch device for ``device=``. For CUDA it also turns on cuDNN autotuning (shapes are fixed within a run)
+    and TF32 matmuls; every entry point (train, evaluate, bench) resolves its device here."""
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return device
 
 
 def as_dict(node) -> dict:

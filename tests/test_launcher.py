@@ -153,3 +153,14 @@ def test_env_without_eval_settings_evaluates_as_trained_only(tmp_path):
     run = train_cli.train(load(base + ["env=color_cubes_trivial", "agent.total_steps=64", f"run_root={tmp_path}"]))
     with open(run / "eval.csv") as f:
         assert [r["setting"] for r in csv.DictReader(f)] == ["as trained"]
+
+
+def test_bench_table_names_each_swept_setting(capsys):
+    from experiments import bench as bench_cli
+
+    base = [o for o in TINY if not o.startswith(("eval", "memory"))]
+    bench_cli.main([*base, "memory.hidden_size=8,16", "agent.bf16=false", "--warmup", "0", "--iterations", "1",
+                    "--env-steps", "4"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tmaze_n1_l5")]
+    assert len(rows) == 4  # printed as measured, then in the final table
+    assert "| memory.hidden_size=8 |" in rows[0] and "| memory.hidden_size=16 |" in rows[1]
