@@ -207,6 +207,20 @@ def test_batched_equals_single_copies(kw):
     assert ends > 0
 
 
+def test_state_dict_restores_into_a_differently_seeded_env():
+    kw = {"level": "extreme", "p": 0.3, "horizon": 12}
+    a, b = ColorCubesVector(num_envs=16, **kw), ColorCubesVector(num_envs=16, **kw)
+    a.reset(seed=5)
+    b.reset(seed=99)
+    actions = torch.as_tensor(np.random.default_rng(0).integers(0, 5, (50, 16)))
+    for t in range(10):
+        a.step(actions[t])
+    b.load_state_dict(a.state_dict())
+    for t in range(10, 50):  # past several autoresets, so the copies' seeds must have come across too
+        for x, y in zip(a.step(actions[t])[:4], b.step(actions[t])[:4]):
+            assert torch.equal(x, y), t
+
+
 @pytest.mark.parametrize("level", ["trivial", "medium", "extreme"])
 def test_gymnasium_checker_and_registration(level):
     check_env(gymnasium.make("rlmem/ColorCubes-v0", level=level).unwrapped)

@@ -119,6 +119,20 @@ def test_batched_equals_single_copies(kw):
                                  lambda t: actions[t], steps=60, seed=11, info_keys=("episode_start",))
 
 
+def test_state_dict_restores_into_a_differently_seeded_env():
+    kw = {"size": 3, "episode_len": 4, "trial_len": 10}
+    a, b = DarkKeyToDoorVector(num_envs=16, **kw), DarkKeyToDoorVector(num_envs=16, **kw)
+    a.reset(seed=5)
+    b.reset(seed=99)
+    actions = torch.as_tensor(np.random.default_rng(0).integers(0, 5, (50, 16)))
+    for t in range(7):
+        a.step(actions[t])
+    b.load_state_dict(a.state_dict())
+    for t in range(7, 50):  # past episode and trial starts, so the copies' seeds must have come across too
+        for x, y in zip(a.step(actions[t])[:4], b.step(actions[t])[:4]):
+            assert torch.equal(x, y), t
+
+
 def test_gymnasium_checker_and_registration():
     check_env(gymnasium.make("rlmem/DarkKeyToDoor-v0").unwrapped)
     env = gymnasium.make("rlmem/DarkKeyToDoor-v0", size=5)

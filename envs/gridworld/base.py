@@ -25,6 +25,8 @@ from envs.gridworld.rng import CopyRNG
 
 # Draws made while resetting a copy use slots [0, 32); draws made by a step use [32, 64).
 RESET_SLOT, STEP_SLOT = 0, 32
+# Slot s + SLOTS at step t is slot s at step t + 1: a step can draw its autoreset's numbers in its own hash call.
+AUTORESET_SLOT = CopyRNG.SLOTS + RESET_SLOT
 
 
 class BatchedEnv(VectorEnv):
@@ -44,8 +46,10 @@ class BatchedEnv(VectorEnv):
         self.autoreset = autoreset
         n = num_envs
         self.seeds = torch.arange(n, dtype=torch.int64, device=self.device)
-        self.counter = torch.zeros(n, dtype=torch.int64, device=self.device)  # steps since seeding: the RNG clock
-        self.elapsed = torch.zeros(n, dtype=torch.int64, device=self.device)  # steps in the current episode
+        # Two clocks that every step advances, as rows of one tensor so that one add moves both.
+        self.clocks = torch.zeros(2, n, dtype=torch.int64, device=self.device)
+        self.counter = self.clocks[0]  # steps since seeding: the RNG clock
+        self.elapsed = self.clocks[1]  # steps in the current episode
         self.episode_return = torch.zeros(n, dtype=torch.float32, device=self.device)
         self.rng = CopyRNG(self.seeds)
         self._seeded = False
@@ -56,8 +60,13 @@ class BatchedEnv(VectorEnv):
 
     # --- what a task writes -------------------------------------------------------------------------------------
     def _reset_copies(self, mask: Tensor) -> None:
-        """Start a new episode in the copies where ``mask [N]`` is true; draw with ``self.draw(RESET_SLOT + k)``."""
+        """Start a new episode in the copies where ``mask [N]`` is true; draw at slots ``RESET_SLOT + k``."""
         raise NotImplementedError
+
+    def _autoreset_copies(self, mask: Tensor) -> None:
+        """The reset right after a step, which has already advanced the clock. A task whose ``_transition`` drew
+        these numbers (at slots ``AUTORESET_SLOT + k``) overrides this to reuse them: one hash call fewer."""
+        self._reset_copies(mask)
 
     def _transition(self, action: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Apply ``action [N]``; return ``reward [N] float32``, ``terminated [N] bool`` and per-copy info tensors."""
@@ -86,33 +95,34 @@ class BatchedEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed: expected an int or {self.num_envs} ints, got {len(seeds)}")
             self.seeds.copy_(torch.tensor(seeds, dtype=torch.int64))
+            self.rng.reseed()
             self.counter.zero_()
             self._seeded = True
         everything = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        self._start_episodes(everything)
+        self._reset_copies(everything)
+        self._clear_episode_stats(everything)
         return self._observe(), self._observation_info()
 
     def step(self, actions):
         action = torch.as_tensor(actions, device=self.device).long().view(self.num_envs)
         reward, terminated, task_info = self._transition(action)
-        self.counter += 1
-        self.elapsed += 1
-        self.episode_return += reward
-        truncated = (self.elapsed >= self.max_steps) & ~terminated
-        done = terminated | truncated
+        self.clocks += 1
+        length = self.elapsed.clone()
+        done = terminated | (length >= self.max_steps)
+        truncated = done ^ terminated  # the time limit, where the task did not end the episode itself
         info: dict[str, Any] = dict(task_info)
-        info["episode"] = {"r": self.episode_return.clone(), "l": self.elapsed.clone()}
+        info["episode"] = {"r": self.episode_return.add_(reward).clone(), "l": length}
         info["_episode"] = done
         obs = self._observe()
         if self.autoreset:
             info["final_obs"], info["_final_obs"] = obs, done
-            self._start_episodes(done)
+            self._autoreset_copies(done)
+            self._clear_episode_stats(done)
             obs = self._observe()
         info |= self._observation_info()  # after the autoreset: it describes the returned observation
         return obs, reward, terminated, truncated, info
 
-    def _start_episodes(self, mask: Tensor) -> None:
-        self._reset_copies(mask)
+    def _clear_episode_stats(self, mask: Tensor) -> None:
         self.elapsed.masked_fill_(mask, 0)
         self.episode_return.masked_fill_(mask, 0.0)
 
@@ -124,6 +134,7 @@ class BatchedEnv(VectorEnv):
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for k, v in state.items():
             getattr(self, k).copy_(v.to(self.device))
+        self.rng.reseed()
         self._seeded = True
 
 

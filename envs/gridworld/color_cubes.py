@@ -38,8 +38,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from envs.gridworld.base import RESET_SLOT, STEP_SLOT, BatchedEnv, SingleEnv
-from envs.gridworld.rng import CopyRNG, hash32
+from envs.gridworld.base import AUTORESET_SLOT, RESET_SLOT, STEP_SLOT, BatchedEnv, SingleEnv
+from envs.gridworld.rng import hash32
 
 UP, RIGHT, DOWN, LEFT, STAY = 0, 1, 2, 3, 4
 _DX = (0, 1, 0, -1, 0)
@@ -61,12 +61,10 @@ def grid_tables(size: int, device) -> tuple[Tensor, Tensor]:
     return nx * size + ny, torch.stack([x, y], 1).float() / (size - 1)
 
 
-def shuffled_cells(bits: Tensor, cells: Tensor, taken: Tensor | None = None) -> Tensor:
-    """Every cell per copy in a random order drawn from ``bits [B]``, cells in ``taken [B, C]`` last: ``[B, C]``."""
-    keys = hash32(bits.unsqueeze(1) + cells)  # one 32-bit key per cell, from one draw per copy
-    if taken is not None:
-        keys = keys + taken.long() * 2**32
-    return keys.argsort(dim=1, stable=True)
+def cell_keys(bits: Tensor, cells: Tensor) -> Tensor:
+    """A 32-bit key per cell from one draw ``bits [...]``: ``[..., C]``. The keys are distinct (fmix32 is a bijection),
+    so sorting them puts the cells in a random order."""
+    return hash32(bits.unsqueeze(-1) + cells)
 
 
 class ColorCubesVector(BatchedEnv):
@@ -103,66 +101,85 @@ class ColorCubesVector(BatchedEnv):
         self.next_cell, self.cell_xy = grid_tables(grid, dev)
         self.cells = torch.arange(grid * grid, device=dev)
         self.colours = torch.arange(n, device=dev)
-        self.eye = torch.eye(n, device=dev)
-        # Several draws per copy from one hash call: the same numbers as self.integers(slot) at each slot.
-        self.rng_rows = CopyRNG(self.seeds.unsqueeze(1))
+        self._build_view_tables()
+        # A jump is the float32 test bits / 2**32 < p; this bound asks the same without the division.
+        self.jump_below = float(np.float32(self.p)) * 2**32
+        # The next target after target t with draw r < n - 1: one of the other colours.
+        self.other_target = (self.colours.unsqueeze(1) + 1 + torch.arange(n - 1, device=dev)) % n  # [N, N - 1]
         self.reset_slots = torch.arange(RESET_SLOT, RESET_SLOT + 2, device=dev)  # cell order, target
-        self.step_slots = torch.arange(STEP_SLOT, STEP_SLOT + n + 2, device=dev)  # n jumps, cell order, next target
-        self.agent = torch.zeros(num_envs, dtype=torch.int64, device=dev)  # cell = x * grid + y
-        self.cubes = torch.zeros(num_envs, n, dtype=torch.int64, device=dev)  # cell of the cube of colour i
-        self.target = torch.zeros(num_envs, dtype=torch.int64, device=dev)
-        self.phase = torch.zeros(num_envs, dtype=torch.int64, device=dev)
-        self.show = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        # A step's draws by column: n jumps (slots STEP_SLOT + i), next target (+ n + 1), cell order (+ n), then its
+        # autoreset's cell order and target; the two cell orders side by side, to be hashed together.
+        jumps = list(range(STEP_SLOT, STEP_SLOT + n))
+        self.step_slots = torch.tensor(jumps + [STEP_SLOT + n + 1, STEP_SLOT + n, AUTORESET_SLOT, AUTORESET_SLOT + 1],
+                                       device=dev)
+        # One row per copy, so a reset writes it with one op: agent, the cell of the cube of each colour, target,
+        # phase, show. Cells are x * grid + y; show says what the current observation shows of the cubes.
+        self.state = torch.zeros(num_envs, n + 4, dtype=torch.int64, device=dev)
+        self.agent, self.cubes = self.state[:, 0], self.state[:, 1:n + 1]
+        self.target, self.phase, self.show = self.state[:, n + 1], self.state[:, n + 2], self.state[:, n + 3]
+        self.episode_start = torch.tensor([[0, FULL]], device=dev).expand(num_envs, 2)  # phase, show
+        self.autoreset_rows = self.state.clone()  # each step draws the rows its autoreset would start from
 
-    def _draw(self, slots: Tensor) -> Tensor:
-        return self.rng_rows.bits(self.counter.unsqueeze(1), slots)  # [N, len(slots)]
+    def _build_view_tables(self) -> None:
+        """Observation pieces by index: agent and target ``[C * N, 2 + N]``, a slot by (show, cell, slot)
+        ``[3 * C, N, 2 + N]`` and the visible flag by show ``[3, 1]``."""
+        n, cells = self.n_cubes, self.grid * self.grid
+        xy = self.cell_xy.unsqueeze(1).expand(cells, n, 2)
+        with_colour = torch.cat([xy, torch.eye(n, device=self.device).expand(cells, n, n)], 2)  # [C, N, 2 + N]
+        self.head_table = with_colour.flatten(0, 1)  # row agent * N + target
+        slot = {HIDDEN: torch.zeros_like(with_colour), FULL: with_colour,
+                POSITIONS: torch.cat([xy, torch.zeros(cells, n, n, device=self.device)], 2)}
+        self.slot_table = torch.cat([slot[show] for show in (HIDDEN, FULL, POSITIONS)])  # row show * C + cell
+        self.visible_table = torch.tensor([[0.0], [1.0], [1.0]], device=self.device)  # by HIDDEN, FULL, POSITIONS
 
-    def _occupied(self) -> Tensor:
-        """Cells holding a cube or the agent, ``[B, C]`` bool."""
-        return (self.cubes.unsqueeze(2) == self.cells).any(1) | (self.agent.unsqueeze(1) == self.cells)
+    def _new_episode_rows(self, order: Tensor, target_bits: Tensor) -> Tensor:
+        """State rows ``[B, N + 4]`` of new episodes: the agent, then the cubes, on the first cells of ``order [B, C]``
+        (distinct cells), the target drawn from ``target_bits [B, 1]``."""
+        return torch.cat([order[:, :self.n_cubes + 1], target_bits % self.n_cubes, self.episode_start], 1)
 
     def _reset_copies(self, mask):
-        bits = self._draw(self.reset_slots)
-        cells = shuffled_cells(bits[:, 0], self.cells)[:, :self.n_cubes + 1]  # distinct: agent, then the cubes
-        self.agent.copy_(torch.where(mask, cells[:, 0], self.agent))
-        self.cubes.copy_(torch.where(mask.unsqueeze(1), cells[:, 1:], self.cubes))
-        self.target.copy_(torch.where(mask, bits[:, 1] % self.n_cubes, self.target))
-        self.phase.masked_fill_(mask, 0)
-        self.show.masked_fill_(mask, FULL)
+        bits = self.rng.bits(self.counter, self.reset_slots)
+        order = cell_keys(bits[:, 0], self.cells).argsort(dim=1, stable=True)
+        torch.where(mask.unsqueeze(1), self._new_episode_rows(order, bits[:, 1:]), self.state, out=self.state)
+
+    def _autoreset_copies(self, mask):
+        torch.where(mask.unsqueeze(1), self.autoreset_rows, self.state, out=self.state)
 
     def _transition(self, action):
         n = self.n_cubes
         self.agent.copy_(self.next_cell[self.agent, action])
-        is_target = self.colours == self.target.unsqueeze(1)  # [B, N]
+        not_target = self.colours != self.target.unsqueeze(1)  # [B, N]
         reached = self.agent == self.cubes.gather(1, self.target.unsqueeze(1)).squeeze(1)
-        self.phase += reached.long()
+        self.phase += reached
         success = self.phase >= self.n_phases
         next_phase = reached & ~success
-        bits = self._draw(self.step_slots)
-        jump = (bits[:, :n].float() * (1.0 / 4294967296.0) < self.p) & ~is_target  # [B, N]
-        moves = jump | (is_target & next_phase.unsqueeze(1))  # the reached target leaves silently
+        bits = self.rng.bits(self.counter, self.step_slots)  # [B, N + 4]
+        jump = (bits[:, :n].float() < self.jump_below) & not_target  # [B, N]
+        moves = torch.where(not_target, jump, next_phase.unsqueeze(1))  # the reached target leaves silently
+        # Two cell orders from one hash and one sort: this step's, with the occupied cells moved last (the free ones
+        # keep their order), and its autoreset's.
+        keys = cell_keys(bits[:, n + 1:n + 3], self.cells)  # [B, 2, C]
+        keys[:, 0].scatter_(1, self.state[:, :n + 1], 2**32)  # above every key
+        order = keys.argsort(dim=2, stable=True)
+        self.autoreset_rows = self._new_episode_rows(order[:, 1], bits[:, n + 3:])
         # The k-th mover takes the k-th free cell of a random order: uniform, and no two movers share a cell.
-        free_first = shuffled_cells(bits[:, n], self.cells, self._occupied())
-        rank = (moves.long().cumsum(1) - 1).clamp_(min=0)
-        self.cubes.copy_(torch.where(moves, free_first.gather(1, rank), self.cubes))
+        movers_before = torch.add(moves.cumsum(1), moves, alpha=-1)  # (bool tensors refuse a plain minus)
+        torch.where(moves, order[:, 0].gather(1, movers_before), self.cubes, out=self.cubes)
         if n > 1:
-            other = (self.target + 1 + bits[:, n + 1] % (n - 1)) % n
-            self.target.copy_(torch.where(next_phase, other, self.target))
-        show = torch.where(jump.any(1), self.update_view, HIDDEN)
+            other = self.other_target[self.target, bits[:, n] % (n - 1)]
+            torch.where(next_phase, other, self.target, out=self.target)
+        torch.mul(jump.any(1), self.update_view, out=self.show)  # HIDDEN is 0
         if self.phase_reveal:
-            show = torch.where(next_phase, FULL, show)
-        self.show.copy_(show)
+            self.show.masked_fill_(next_phase, FULL)
         return reached.float(), success, {"success": success, "phases": self.phase.clone()}
 
     def _observe(self):
-        full = (self.show == FULL).unsqueeze(1)
-        visible = (self.show != HIDDEN).float().unsqueeze(1)  # [B, 1]
         slots = self.cubes
         if self.update_view == POSITIONS:  # an update lists cells in order, so slot i says nothing about colour i
-            slots = torch.where(full, self.cubes, self.cubes.sort(1).values)
-        colour = self.eye * full.unsqueeze(2)  # [B, N, N]
-        cubes = torch.cat([self.cell_xy[slots], colour], 2).flatten(1) * visible  # [B, N * (2 + N)]
-        return torch.cat([self.cell_xy[self.agent], self.eye[self.target], cubes, visible], 1)
+            slots = torch.where((self.show == FULL).unsqueeze(1), self.cubes, self.cubes.sort(1).values)
+        head = self.head_table[torch.add(self.target, self.agent, alpha=self.n_cubes)]  # [B, 2 + N]
+        cubes = self.slot_table[torch.add(slots, self.show.unsqueeze(1), alpha=self.grid ** 2), self.colours]
+        return torch.cat([head, cubes.flatten(1), self.visible_table[self.show]], 1)
 
 
 class ColorCubes(SingleEnv):

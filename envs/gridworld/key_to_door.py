@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.gridworld.base import RESET_SLOT, STEP_SLOT, BatchedEnv, SingleEnv
+from envs.gridworld.base import AUTORESET_SLOT, RESET_SLOT, STEP_SLOT, BatchedEnv, SingleEnv
 from envs.gridworld.color_cubes import DOWN, LEFT, RIGHT, STAY, UP, grid_tables  # noqa: F401  (same actions)
-from envs.gridworld.rng import CopyRNG
 
 
 class DarkKeyToDoorVector(BatchedEnv):
@@ -50,28 +49,32 @@ class DarkKeyToDoorVector(BatchedEnv):
         self.single_observation_space = spaces.Box(0.0, 1.0, (4,), np.float32)
         self.single_action_space = spaces.Discrete(5)
         self._finish_spaces()
-        self.next_cell, self.cell_xy = grid_tables(size, self.device)
-        # Several draws per copy from one hash call: the same numbers as self.integers(slot) at each slot.
-        self.rng_rows = CopyRNG(self.seeds.unsqueeze(1))
-        self.reset_slots = torch.arange(RESET_SLOT, RESET_SLOT + 3, device=self.device)
-        zeros = lambda: torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # noqa: E731
-        self.agent, self.key, self.door = zeros(), zeros(), zeros()  # cells: x * size + y
-        self.has_key = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        self.t, self.doors, self.finished = zeros(), zeros(), zeros()
+        dev = self.device
+        self.next_cell, cell_xy = grid_tables(size, dev)
+        # The observation's [x, y, has_key] by one index: row 2 * cell + has_key.
+        has_key = torch.tensor([[0.0], [1.0]], device=dev)
+        self.place_table = torch.cat([cell_xy.repeat_interleave(2, 0), has_key.repeat(size * size, 1)], 1)
+        self.reset_slots = torch.arange(RESET_SLOT, RESET_SLOT + 3, device=dev)  # key, door, start cells
+        # A step's draws: the next episode's start cell; then its autoreset's key, door and start cells.
+        self.step_slots = torch.cat([torch.tensor([STEP_SLOT], device=dev), self.reset_slots + AUTORESET_SLOT])
+        # One row per copy, so a reset writes it with one op: the key, door and agent cells (x * size + y), the
+        # steps taken in the episode, doors reached and episodes finished in the trial.
+        self.state = torch.zeros(num_envs, 6, dtype=torch.int64, device=dev)
+        self.key, self.door, self.agent, self.t, self.doors, self.finished = self.state.unbind(1)
+        self.has_key = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self.autoreset_cells = torch.zeros(num_envs, 3, dtype=torch.int64, device=dev)  # each step redraws them
 
     def _reset_copies(self, mask):
-        cells = self.rng_rows.integers(self.counter.unsqueeze(1), self.reset_slots, self.size * self.size)  # [N, 3]
-        self.key.copy_(torch.where(mask, cells[:, 0], self.key))
-        self.door.copy_(torch.where(mask, cells[:, 1], self.door))
-        self._place_agent(mask, cells[:, 2])
-        for v in (self.doors, self.finished):
-            v.masked_fill_(mask, 0)
+        self._start_trials(mask, self.rng.bits(self.counter, self.reset_slots) % self.size ** 2)
 
-    def _place_agent(self, mask, cell):
-        """Start an episode where ``mask``: the agent at ``cell``, no key, clock at 0."""
-        self.agent.copy_(torch.where(mask, cell, self.agent))
+    def _autoreset_copies(self, mask):
+        self._start_trials(mask, self.autoreset_cells)
+
+    def _start_trials(self, mask, cells):
+        """New trials where ``mask [B]``: key, door and agent at ``cells [B, 3]``, all counts zero, no key."""
+        torch.where(mask.unsqueeze(1), cells, self.state[:, :3], out=self.state[:, :3])
+        self.state[:, 3:].masked_fill_(mask.unsqueeze(1), 0)
         self.has_key.masked_fill_(mask, False)
-        self.t.masked_fill_(mask, 0)
 
     def _transition(self, action):
         self.agent.copy_(self.next_cell[self.agent, action])
@@ -80,18 +83,23 @@ class DarkKeyToDoorVector(BatchedEnv):
         self.has_key |= got_key
         self.t += 1
         episode_over = opened | (self.t >= self.episode_len)
-        self.doors += opened.long()
-        self.finished += episode_over.long()
-        terminated = self.elapsed + 1 >= self.trial_len
+        self.doors += opened
+        self.finished += episode_over
+        terminated = self.elapsed >= self.trial_len - 1  # this step is the trial's last
         next_episode = episode_over & ~terminated
-        self._place_agent(next_episode, self.integers(STEP_SLOT, self.size * self.size))
-        success = self.doors.float() / self.finished.clamp(min=1).float()
+        cells = self.rng.bits(self.counter, self.step_slots) % self.size ** 2
+        self.autoreset_cells = cells[:, 1:]
+        # The next episode of the trial: the agent at a fresh start, no key, clock at 0.
+        torch.where(next_episode, cells[:, 0], self.agent, out=self.agent)
+        self.has_key.masked_fill_(next_episode, False)
+        self.t.masked_fill_(next_episode, 0)
+        success = self.doors / self.finished.clamp(min=1)  # float32
         reward = (got_key | opened).float()  # exclusive: picking up needs no key, opening needs one
         return reward, terminated, {"success": success, "doors": self.doors.clone(), "episode_start": next_episode}
 
     def _observe(self):
-        return torch.cat([self.cell_xy[self.agent], self.has_key.float().unsqueeze(1),
-                          self.t.float().unsqueeze(1) / self.episode_len], 1)
+        place = self.place_table[torch.add(self.has_key, self.agent, alpha=2)]
+        return torch.cat([place, self.t.unsqueeze(1) / self.episode_len], 1)  # int / int: float32
 
 
 class DarkKeyToDoor(SingleEnv):
