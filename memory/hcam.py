@@ -126,15 +126,27 @@ class HierarchicalMemoryAttention(nn.Module):
     def attend(self, queries: Tensor, chunks: Tensor, weights: Tensor, positions: Tensor | None = None) -> Tensor:
         """Each query attends to the C steps of each of its chunks [B, Q, k, C, D]; mixed by weights [B, Q, k].
 
-        ``positions [C, D]`` is the position table to add (built here when not given).
+        ``positions [C, D]`` is the position table to add (built here when not given). The reference projects every
+        step of every chosen chunk to keys and values; with one query per chunk the same function is cheaper read
+        the other way round: the query goes into the steps' space (``W_k^T q``), the steps are averaged with the attention weights, and the
+        value and output projections (affine, and the chunk weights sum to 1) are applied once to the mix.
         """
         if self.memory_position_encoding:
             if positions is None:
                 positions = reversed_sinusoid(chunks.shape[-2], chunks.shape[-1], chunks.dtype, chunks.device)
             chunks = chunks + positions
-        tiled = queries[:, :, None, None, :].expand(*chunks.shape[:3], 1, queries.shape[-1])  # [B, Q, k, 1, E]
-        read = self.within_mem_attn(tiled, chunks, chunks).squeeze(-2)  # [B, Q, k, F]
-        return (weights.unsqueeze(-1) * read).sum(-2)
+        mha = self.within_mem_attn
+        h, key_size = mha.num_heads, mha.key_size
+        q = mha.query(queries).unflatten(-1, (h, key_size))  # [B, Q, H, K]
+        q_in = torch.einsum("bqhk,hkd->bqhd", q, mha.key.weight.view(h, key_size, -1))  # [B, Q, H, D]
+        # q . b_k is one constant per row of logits: it changes no output, but keeps the reference's (zero) gradient
+        bias_logit = (q * mha.key.bias.view(h, key_size)).sum(-1)[:, :, None, :, None]  # [B, Q, 1, H, 1]
+        logits = (torch.einsum("bqhd,bqjcd->bqjhc", q_in, chunks) + bias_logit) / math.sqrt(key_size)  # [B,Q,k,H,C]
+        step_weights = torch.softmax(logits, dim=-1) * weights[..., None, None]  # chunk weight x step weight
+        mixed = torch.einsum("bqjhc,bqjcd->bqhd", step_weights, chunks)  # [B, Q, H, D]
+        values = torch.einsum("bqhd,hvd->bqhv", mixed, mha.value.weight.view(h, mha.value_size, -1))
+        values = values + mha.value.bias.view(h, mha.value_size)
+        return mha.linear(values.flatten(-2))
 
 
 class HCAMLayer(nn.Module):
