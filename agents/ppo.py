@@ -10,8 +10,8 @@ Truncated episodes (time limits) are treated as terminal: no bootstrap from the 
 
 Speed: the rollout writes only into preallocated buffers and never waits on the GPU, so with ``cuda_graph`` it is
 captured once as a CUDA graph (agent, sampling, env steps, GAE) and replayed; one minibatch step (forward, backward,
-clipping, Adam) likewise. Host envs (Procgen, Atari) are never captured: they step in background threads with their
-results staged through pinned memory (``envs/threaded.py``), and with ``env_groups=2`` the policy acts for one half
+clipping, Adam) likewise. Host envs (Procgen, Atari) are never captured (their minibatch step still is): they step in
+background threads with their results staged through pinned memory (``envs/threaded.py``), and with ``env_groups=2`` the policy acts for one half
 of the envs while the other half steps. Under torchrun each process is one learner with its own envs and DDP
 averages gradients.
 """
@@ -58,7 +58,7 @@ class PPOConfig:
     encoder: str = "auto"  # auto | mlp | impala | nature
     encoder_hidden: int = 64  # MLP encoder width
     compile: bool = False  # torch.compile the agent's forward
-    cuda_graph: bool = False  # replay the rollout and the minibatch step as CUDA graphs (batched env on the GPU)
+    cuda_graph: bool = False  # replay the minibatch step, and with a batched env on the GPU the rollout, as CUDA graphs
     bf16: bool = False  # bf16 autocast for forward passes (CUDA)
     env_groups: int = 1  # 1 | 2: host envs as two groups (a GroupedVector) that step while the policy acts on the other
 
@@ -149,9 +149,8 @@ class PPO:
             raise ValueError("agent.recon_coef > 0 needs an Agent built with reconstruction=True")
         if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
             raise ValueError(f"env action space {env.single_action_space} is not supported; accepted: Discrete")
-        if cfg.cuda_graph and (device.type != "cuda" or not on_device(env)):
-            raise ValueError("agent.cuda_graph needs a CUDA device and a batched env that steps on it "
-                             "(rlmem/ gridworld tasks); set agent.cuda_graph=false")
+        if cfg.cuda_graph and device.type != "cuda":
+            raise ValueError("agent.cuda_graph needs a CUDA device; set agent.cuda_graph=false")
         if cfg.env_groups > 1 and (len(getattr(env, "groups", ())) != cfg.env_groups
                                    or any(on_device(g) for g in env.groups)):
             raise ValueError(f"agent.env_groups={cfg.env_groups} needs host envs (Procgen, Atari) built as a "
@@ -265,7 +264,7 @@ class PPO:
         """Run the rollout body: eagerly, or as a replay of its CUDA graph once one is captured."""
         if self.graph is not None:
             self.graph.replay()
-        elif self.cfg.cuda_graph and self.iteration >= 2:  # the first rollouts warm up kernels and allocator
+        elif self.cfg.cuda_graph and on_device(self.env) and self.iteration >= 2:  # after warm-up rollouts
             self.graph = capture_cuda_graph(self._rollout_body)
             self.graph.replay()
         else:

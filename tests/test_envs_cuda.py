@@ -20,14 +20,13 @@ def actions_for(env) -> torch.Tensor:
     return torch.randint(0, int(env.single_action_space.n), (STEPS, N), generator=generator)
 
 
-def assert_same(cpu_out, cuda_out, t):
-    for a, b in zip(cpu_out[:4], cuda_out[:4]):
-        if isinstance(a, dict):
-            for k in a:
-                torch.testing.assert_close(b[k].cpu(), a[k], rtol=0, atol=0, msg=f"step {t}, obs[{k}]")
-        else:
-            torch.testing.assert_close(torch.as_tensor(b).cpu(), torch.as_tensor(a), rtol=0, atol=0,
-                                       msg=f"step {t}")
+def assert_same(expected, actual, t):
+    """obs, reward, terminated, truncated equal: exactly, up to float rounding for float arrays."""
+    for name, a, b in zip(("obs", "reward", "terminated", "truncated"), expected[:4], actual[:4]):
+        for key in a if isinstance(a, dict) else [None]:
+            x, y = (a, b) if key is None else (a[key], b[key])
+            tol = 1e-6 if x.is_floating_point() else 0
+            torch.testing.assert_close(y.cpu(), x.cpu(), rtol=0, atol=tol, msg=f"step {t}: {name} {key or ''}")
 
 
 @pytest.mark.parametrize("env_id,kwargs", TASKS, ids=[f"{i}-{k}" for i, k in TASKS])

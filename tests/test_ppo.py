@@ -90,7 +90,7 @@ def test_rollout_stores_start_state_and_replays_columns():
     torch.testing.assert_close(value, batch["values"][:, idx])
 
 
-def test_cuda_graph_needs_a_batched_gpu_env():
+def test_cuda_graph_needs_a_cuda_device():
     cfg = PPOConfig(num_envs=4, num_minibatches=2, cuda_graph=True)
     env = envs.make_vector("rlmem/EndlessTMaze-v0", 4, device="cpu")
     with pytest.raises(ValueError, match="agent.cuda_graph needs a CUDA device"):

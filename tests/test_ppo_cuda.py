@@ -1,6 +1,8 @@
 """PPO with the rollout captured as a CUDA graph. Needs a GPU: skipped on CPU-only machines (CI); run on the GPU
 machine with ``python -m pytest tests/test_ppo_cuda.py``."""
 
+import math
+
 import pytest
 import torch
 
@@ -44,3 +46,16 @@ def test_graph_rollout_learns_like_eager():
                       torch.device("cuda"), greedy=True)
     assert result["success"] >= 0.9, result
 
+
+
+def test_host_env_update_is_captured_and_its_rollout_is_not():
+    seed_everything(0)
+    cfg = PPOConfig(num_envs=8, rollout_len=16, total_steps=10_000, num_minibatches=2, cuda_graph=True)
+    env = envs.make_vector("rlmem/procgen-starpilot-v0", 8, distribution_mode="easy")
+    trainer = PPO(env, Agent(env.single_observation_space, 15, "lstm", {"hidden_size": 32}), cfg,
+                  torch.device("cuda"))
+    for _ in range(4):
+        metrics = trainer.iterate()
+    assert trainer.update_graph is not None and trainer.graph is None
+    assert all(map(math.isfinite, (metrics["policy_loss"], metrics["value_loss"])))
+    assert trainer.buf["obs"].dtype == torch.uint8  # frames stay uint8 until the encoder
