@@ -86,3 +86,29 @@ def test_torchrun_config_errors_fail_fast_on_every_rank(tmp_path):
     message = "agent.num_envs (9) must be divisible by the number of processes (2)"
     assert (out.stdout + out.stderr).count(message) == 2, out.stdout + out.stderr
     assert not list(tmp_path.glob("*/*"))
+
+
+def mismatch_main(rank, world, out):
+    from experiments import distributed
+    from experiments.config import ConfigError, load
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"], WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    cfg = load(["device=cpu", "agent.num_envs=8", f"seed={rank}"])  # rank 1 was given another seed
+    try:
+        distributed.setup(cfg, torch.device("cpu"))
+        message = "no error"
+    except ConfigError as err:
+        message = str(err)
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(message)
+    distributed.teardown()
+
+
+def test_ranks_started_with_different_configs_fail_on_every_rank(tmp_path):
+    os.environ["TEST_PORT"] = str(31500 + os.getpid() % 1000)
+    mp.spawn(mismatch_main, args=(2, str(tmp_path / "msg")), nprocs=2, join=True)
+    for rank in (0, 1):
+        message = (tmp_path / f"msg.{rank}").read_text()
+        assert message == ("torchrun: rank 1 was started with a different config than rank 0; give every rank "
+                           "the same arguments"), message
