@@ -135,7 +135,7 @@ class Agent(nn.Module):
         state["action"] = action
         return action.argmax(-1), state
 
-    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One world-model and one actor-critic update on a replay batch field -> [B, T, ...]."""
         cfg, wm = self.cfg, self.world_model
         seq = {k: batch[k].to(self.device).transpose(0, 1) for k in FIELDS}
@@ -163,5 +163,5 @@ class Agent(nn.Module):
         self.critic_opt.step()
         self.behaviour.update_slow_critic()
         metrics |= ac_metrics | {"model_loss": model_loss, "actor_loss": actor_loss, "critic_loss": critic_loss}
-        return {k: float(v.detach()) for k, v in metrics.items()}
+        return {k: v.detach() for k, v in metrics.items()}  # 0-d tensors: no host sync per update
 

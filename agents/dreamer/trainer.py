@@ -81,15 +81,18 @@ class Trainer:
         """Spend the earned replay budget on updates: (the updates' mean metrics, number of updates)."""
         cfg = self.cfg
         cost = cfg.batch_size * cfg.batch_length
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         count = 0
         while self.budget >= cost:
             metrics = self.agent.train_step(self.replay.sample(cfg.batch_size, cfg.batch_length))
-            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+            sums = {k: sums[k] + v if k in sums else v for k, v in metrics.items()}
             self.budget -= cost
             count += 1
         self.updates += count
-        return {k: v / count for k, v in sums.items()}, count
+        if not count:
+            return {}, 0
+        means = (torch.stack(list(sums.values())).float() / count).tolist()  # the one host sync of the updates
+        return dict(zip(sums, means)), count
 
     def iterate(self) -> dict[str, float]:
         """One collect and its updates; returns scalar metrics for logging."""
