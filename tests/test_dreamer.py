@@ -228,3 +228,29 @@ def test_trainer_refuses_next_step_autoreset():
 def test_bad_trainer_fields_raise(field, value, message):
     with pytest.raises(ValueError, match=message):
         DreamerConfig(**{field: value})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graph_replayed_updates_equal_eager_updates():
+    obs_space = gymnasium.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    B, T = 2, 4
+    batches = [{"obs": torch.randint(0, 256, (B, T, 16, 16, 3), dtype=torch.uint8),
+                "action": torch.randint(3, (B, T)), "reward": torch.randn(B, T),
+                "terminated": torch.zeros(B, T, dtype=torch.bool), "reset": torch.zeros(B, T, dtype=torch.bool)}
+               for _ in range(6)]
+    runs = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        cfg = DreamerConfig(size="tiny", stoch=4, classes=4, batch_size=B, batch_length=T, horizon=3,
+                            cuda_graph=graph)
+        agent = Agent(obs_space, gymnasium.spaces.Discrete(3), cfg).cuda()
+        losses = []
+        for i, batch in enumerate(batches):  # 3 eager updates, then capture + replay, then replays
+            torch.cuda.manual_seed(i)  # a replay draws from the generator's state at replay time, as eager does
+            losses.append(float(agent.train_step(batch)["model_loss"]))
+        runs.append((agent, losses))
+    (eager, eager_losses), (graphed, graph_losses) = runs
+    assert graphed.graph is not None and eager.graph is None
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-4)
+    for p, q in zip(eager.parameters(), graphed.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-5)

@@ -109,6 +109,7 @@ def test_memory_group_is_the_rssm_deterministic_path():
     (["agent.chunk_length=4"], r"agent.chunk_length \(4\) must be >= agent.batch_length \(8\)"),
     (["agent.rollout_len=8"], "agent.rollout_len: no such config key; accepted here: .*collect_steps"),
     (["memory=sat_place"], "memory.name: 'sat' reads context .*; accepted: memories without context keys"),
+    (["agent.cuda_graph=true"], "agent.cuda_graph needs a CUDA device"),
 ])
 def test_bad_dreamer_input_is_one_line_before_training(tmp_path, argv, message):
     with pytest.raises(SystemExit) as exit_info:

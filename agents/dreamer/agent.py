@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from agents.dreamer.behaviour import Behaviour
 from agents.dreamer.rssm import State
 from agents.dreamer.world_model import WorldModel
+from agents.ppo import capture_cuda_graph
 from memory.replay import KINDS, SPLITS
 
 # size -> (deter, units, layers, CNN depth); "tiny" is for tests and CPU smoke runs, not from the paper.
@@ -63,6 +64,7 @@ class DreamerConfig:
     replay_capacity: int = 1_000_000  # env steps, all buffers together
     chunk_length: int = 512  # replay storage unit in steps per env (WMAR's); sampled rows are cut from one chunk
     wmar_split: str = "buffer"  # wmar only: a batch from one buffer (WMAR) or half from each
+    cuda_graph: bool = False  # replay each update (world model + actor-critic) as one CUDA graph after warm-up
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -114,9 +116,17 @@ class Agent(nn.Module):
                                       cfg.free_bits)
         self.behaviour = Behaviour(self.world_model.rssm.feature_size, self.num_actions, units, layers, cfg.gamma,
                                    cfg.lam, cfg.entropy, cfg.slow_critic_rate, return_decay=cfg.return_decay)
-        self.model_opt = torch.optim.Adam(self.world_model.parameters(), cfg.lr, eps=cfg.model_eps)
-        self.actor_opt = torch.optim.Adam(self.behaviour.actor.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
-        self.critic_opt = torch.optim.Adam(self.behaviour.critic.parameters(), cfg.ac_lr, eps=cfg.ac_eps)
+        graph = cfg.cuda_graph
+        self.model_opt = torch.optim.Adam(self.world_model.parameters(), cfg.lr, eps=cfg.model_eps, capturable=graph)
+        self.actor_opt = torch.optim.Adam(self.behaviour.actor.parameters(), cfg.ac_lr, eps=cfg.ac_eps,
+                                          capturable=graph)
+        self.critic_opt = torch.optim.Adam(self.behaviour.critic.parameters(), cfg.ac_lr, eps=cfg.ac_eps,
+                                           capturable=graph)
+        # cuda_graph: the batch is copied into these tensors, which the captured update reads
+        self.static_batch: dict[str, Tensor] | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_outputs: dict[str, Tensor] = {}
+        self.eager_updates = 0
 
     @property
     def device(self) -> torch.device:
@@ -136,7 +146,25 @@ class Agent(nn.Module):
         return action.argmax(-1), state
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One world-model and one actor-critic update on a replay batch field -> [B, T, ...]."""
+        """One world-model and one actor-critic update on a replay batch field -> [B, T, ...]; metrics as 0-d
+        tensors on the device. With ``cuda_graph``, after three eager updates (kernels, allocator and Adam's state
+        warm up) the update is captured once and each later call copies the batch in and replays it."""
+        if not self.cfg.cuda_graph:
+            return self.update(batch)
+        if self.static_batch is None:
+            self.static_batch = {k: batch[k].to(self.device).clone() for k in FIELDS}
+        else:
+            for k in FIELDS:
+                self.static_batch[k].copy_(batch[k], non_blocking=True)
+        if self.graph is None and self.eager_updates < 3:
+            self.eager_updates += 1
+            return self.update(self.static_batch)
+        if self.graph is None:
+            self.graph = capture_cuda_graph(lambda: self.graph_outputs.update(self.update(self.static_batch)))
+        self.graph.replay()
+        return dict(self.graph_outputs)  # overwritten by the next replay: callers add them up, never keep them
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         cfg, wm = self.cfg, self.world_model
         seq = {k: batch[k].to(self.device).transpose(0, 1) for k in FIELDS}
         t, b = seq["reset"].shape

@@ -40,6 +40,8 @@ class Trainer:
                              f"transition), got {env.metadata.get('autoreset_mode')}")
         if env.num_envs != cfg.num_envs:
             raise ValueError(f"agent.num_envs is {cfg.num_envs} but the env has {env.num_envs} copies")
+        if cfg.cuda_graph and device.type != "cuda":
+            raise ValueError("agent.cuda_graph needs a CUDA device; set agent.cuda_graph=false")
         self.env, self.agent, self.cfg, self.device = env, agent.to(device), cfg, device
         self.replay = make_replay(cfg.replay, cfg.replay_capacity, cfg.chunk_length,
                                   replay_spec(env.single_observation_space), cfg.num_envs, seed, device,
@@ -85,7 +87,7 @@ class Trainer:
         count = 0
         while self.budget >= cost:
             metrics = self.agent.train_step(self.replay.sample(cfg.batch_size, cfg.batch_length))
-            sums = {k: sums[k] + v if k in sums else v for k, v in metrics.items()}
+            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}  # new tensors: graph outputs get reused
             self.budget -= cost
             count += 1
         self.updates += count
