@@ -4,7 +4,9 @@ Read it top to bottom like a CleanRL script: ``PPOConfig`` holds the knobs, ``Ag
 collects ``rollout_len`` steps from ``num_envs`` envs into tensors on the training device, ``PPO.update`` runs the
 clipped PPO update. The memory state at the start of each rollout is stored; every minibatch replays whole env columns
 (minibatches split by env, never by time) from that state, so recurrent and attention memories train with the same
-code. Shapes: T = rollout_len, N = num_envs, A = number of actions.
+code. Caches of projections in a memory state (attention keys/values) are recomputed with the current weights
+(``Memory.refresh``) before each replay and after each update. Rollouts act in eval mode (``agent.eval()``), updates
+train. Shapes: T = rollout_len, N = num_envs, A = number of actions.
 
 Truncated episodes (time limits) are treated as terminal: no bootstrap from the final observation.
 
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 import memory as memories
+from agents.allocation import make_allocation
 from agents.networks import layer_init, make_decoder, make_encoder
 from envs.threaded import Step, make_stepper, on_device
 
@@ -169,6 +172,10 @@ class PPO:
         self.global_step = 0
         self.iteration = 0
         obs, info = env.reset(seed=seed)
+        # AMA: a memory that reads context["strategy"] gets an allocator that picks one per episode.
+        self.allocation = make_allocation(agent.memory, env, info, cfg.num_envs, cfg.rollout_len, device, seed)
+        if self.allocation is not None:
+            info = self.allocation.start(info)
         # Our own tensors, which rollouts copy into (a captured CUDA graph reads and writes these addresses).
         self.next_obs = _map(torch.clone, to_tensor(obs, device))
         context = self._context(info)
@@ -176,7 +183,8 @@ class PPO:
         self.next_reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)
         self.state = agent.memory.initial_state(cfg.num_envs, device)
         self.buf = self._allocate()
-        self.stepper = make_stepper(env, cfg.env_groups, device, self.context_keys)
+        info_keys = self.context_keys if self.allocation is None else self.allocation.info_keys(self.context_keys)
+        self.stepper = make_stepper(env, cfg.env_groups, device, info_keys)
         self.loss_sums = torch.zeros(7, device=device)  # the losses and statistics named in update()
         self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None  # the captured rollout
@@ -255,13 +263,15 @@ class PPO:
         buf["rewards"][t, cols], buf["dones"][t, cols] = step.reward, step.done
         _map_copy(_map(lambda x: x[cols], self.next_obs), step.obs)
         self.next_reset[cols] = step.done
+        context = step.context if self.allocation is None else self.allocation.record(t, cols, step)
         for k in self.context_keys:
-            self.next_context[k][cols] = step.context[k]
+            self.next_context[k][cols] = context[k]
         if step.episode is not None:  # rows: ended, return, length, success -> sums over ended episodes
             buf["stats"] += (step.episode * step.episode[0]).sum(-1)
 
     def rollout(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """Run the rollout body: eagerly, or as a replay of its CUDA graph once one is captured."""
+        self.agent.eval()  # act as when evaluating (Memo: fixed segment lengths, as its paper acts); updates train
         if self.graph is not None:
             self.graph.replay()
         elif self.cfg.cuda_graph and on_device(self.env) and self.iteration >= 2:  # after warm-up rollouts
@@ -269,6 +279,7 @@ class PPO:
             self.graph.replay()
         else:
             self._rollout_body()
+        self.agent.train()
         self.global_step += self.cfg.steps_per_rollout * self.world_size
         stats = self.buf["stats"]
         return self.buf, {"episodes": stats[0], "return_sum": stats[1], "length_sum": stats[2],
@@ -282,7 +293,9 @@ class PPO:
         context = {k: mb(v) for k, v in batch["context"].items()} or None
         obs = _map(mb, batch["obs"])
         with self._autocast():
-            logits, new_value, _, hidden = self.train_forward(obs, memories.index_state(batch["start_state"], idx),
+            # The stored start state's caches were made with the rollout's weights: recompute them with the current.
+            start = self.agent.memory.refresh(memories.index_state(batch["start_state"], idx))
+            logits, new_value, _, hidden = self.train_forward(obs, start,
                                                         mb(batch["reset"]), context, with_hidden=True)
         new_value = new_value.float()
         new_logp = log_prob(logits, mb(batch["actions"]))
@@ -330,6 +343,8 @@ class PPO:
                 if self.update_graph is None:
                     self.update_graph = capture_cuda_graph(lambda: self._minibatch_step(self.mb_index))
                 self.update_graph.replay()
+        with torch.no_grad(), self._autocast():  # the next rollout goes on from caches made with the new weights
+            _map_copy(self.state, self.agent.memory.refresh(self.state))  # in place: a captured rollout reads them
         means = self.loss_sums / (cfg.update_epochs * cfg.num_minibatches)
         names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm", "recon_loss")
         return dict(zip(names, means))
@@ -359,6 +374,8 @@ class PPO:
             out |= {"episode_return": values["return_sum"] / n, "episode_length": values["length_sum"] / n,
                     "success": values["success_sum"] / n}
         out |= {k: values[k] for k in losses}
+        if self.allocation is not None:  # learns from this rollout's ended episodes, before the next rollout
+            out |= self.allocation.learn()
         return out
 
     def _set_lr(self, lr: float) -> None:
@@ -388,6 +405,8 @@ class PPO:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if on_device(self.env):
             state["env"] = self.env.state_dict()
+        if self.allocation is not None:
+            state["allocation"] = self.allocation.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], restore_envs: bool = True) -> None:
@@ -396,6 +415,8 @@ class PPO:
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step, self.iteration = state["global_step"], state["iteration"]
+        if self.allocation is not None:
+            self.allocation.load_state_dict(state["allocation"])
         if not restore_envs:
             return
         torch.set_rng_state(state["torch_rng"])
@@ -410,6 +431,8 @@ class PPO:
             self.next_reset.copy_(state["next_reset"])
             if self.context_keys:
                 _map_copy(self.next_context, to_tensor(state["next_context"], self.device))
+            if self.allocation is not None:
+                self.allocation.load_episodes(state["allocation"])
 
 
 def _map_copy(dst: Obs, src: Obs) -> None:

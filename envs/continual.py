@@ -54,6 +54,7 @@ class ContinualVector(VectorEnv):
         if not isinstance(tasks, (list, tuple)) or not tasks:
             raise ValueError(f"tasks must be a non-empty list of {{id, kwargs, ...}} mappings, got {tasks!r}")
         self.tasks = [check_task(i, t) for i, t in enumerate(tasks)]
+        self.num_tasks = len(self.tasks)  # info["task"] lies in [0, num_tasks) (what AMA's allocator conditions on)
         if not isinstance(cycles, int) or cycles < 1:
             raise ValueError(f"cycles must be a positive integer, got {cycles!r}")
         if not isinstance(steps_per_task, int) or steps_per_task < num_envs:

@@ -46,9 +46,22 @@ def make_env(cfg: DictConfig, num_envs: int, device: torch.device, **kwargs_over
         raise ConfigError(f"env.kwargs.{err}" if not str(err).startswith("env") else str(err)) from None
 
 
+def env_num_places(configured, env) -> int:
+    """``memory.num_places``: null takes the env's ``num_places``; a number must equal it where the env has one."""
+    available = getattr(env, "num_places", None)
+    if configured is None and available is None:
+        raise ConfigError("memory.num_places is null but the env has no num_places to take it from; set a number")
+    if configured is not None and available is not None and configured != available:
+        raise ConfigError(f"memory.num_places is {configured} but the env has {available} places; set "
+                          f"memory.num_places={available} or null (take the env's)")
+    return available if configured is None else configured
+
+
 def _ppo_agent(cfg: DictConfig, env, ppo: PPOConfig) -> PPOAgent:
     mem = as_dict(cfg.memory)
     name = mem.pop("name")
+    if "num_places" in mem:
+        mem["num_places"] = env_num_places(mem["num_places"], env)
     try:
         return PPOAgent(env.single_observation_space, int(env.single_action_space.n), name, mem, ppo.encoder,
                         ppo.encoder_hidden, reconstruction=ppo.recon_coef > 0)

@@ -19,7 +19,9 @@ import yaml
 from torch import Tensor
 
 from agents import dreamer
+from agents.allocation import STRATEGY, make_allocation
 from agents.ppo import Agent, sample, to_tensor
+from memory.allocator import Allocator
 from experiments.config import ConfigError, resolve_device
 from experiments.run import load_run
 
@@ -27,10 +29,11 @@ EVAL_COLUMNS = ("setting", "episodes", "return", "success", "length")
 
 
 class PPOActing:
-    """PPO's agent behind the acting interface evaluation uses (``DreamerActing`` is the dreamer's)."""
+    """PPO's agent behind the acting interface evaluation uses (``DreamerActing`` is the dreamer's). A memory that
+    reads an eviction strategy (AMA) gets the trained ``allocator``'s greedy choice for each copy's task."""
 
-    def __init__(self, agent: Agent):
-        self.agent = agent
+    def __init__(self, agent: Agent, allocator: Allocator | None = None):
+        self.agent, self.allocator = agent, allocator
 
     def initial_state(self, n: int, device: torch.device) -> dict:
         return self.agent.memory.initial_state(n, device)
@@ -38,8 +41,13 @@ class PPOActing:
     def act(self, obs, state: dict, reset: Tensor, info: dict, greedy: bool) -> tuple[Tensor, dict]:
         """obs [N, ...], reset [N], the env's last info -> action [N], next state."""
         device = reset.device
-        context = {k: to_tensor(info[k], device).long().unsqueeze(0) for k in self.agent.memory.context_keys} or None
-        logits, _, state = self.agent(_unsqueeze(obs), state, reset.unsqueeze(0), context)
+        keys = self.agent.memory.context_keys
+        context = {k: to_tensor(info[k], device).long().unsqueeze(0) for k in keys if k != STRATEGY}
+        if STRATEGY in keys:  # the task is constant within an episode, so choosing per step = choosing per episode
+            task = to_tensor(info["task"], device).long() if "task" in info else \
+                torch.zeros(reset.shape[0], dtype=torch.long, device=device)
+            context[STRATEGY] = self.allocator.choose(task, 0.0).unsqueeze(0)
+        logits, _, state = self.agent(_unsqueeze(obs), state, reset.unsqueeze(0), context or None)
         return (logits[0].argmax(-1) if greedy else sample(logits[0])), state
 
 
@@ -56,16 +64,16 @@ class DreamerActing:
         return self.agent.act(obs, state, reset, greedy)
 
 
-def acting(agent: Agent | dreamer.Agent) -> PPOActing | DreamerActing:
-    return DreamerActing(agent) if isinstance(agent, dreamer.Agent) else PPOActing(agent)
+def acting(agent: Agent | dreamer.Agent, allocator: Allocator | None = None) -> PPOActing | DreamerActing:
+    return DreamerActing(agent) if isinstance(agent, dreamer.Agent) else PPOActing(agent, allocator)
 
 
 @torch.no_grad()
 def evaluate(agent: Agent | dreamer.Agent, env, device: torch.device, seed: int = 12345,
-             greedy: bool = False) -> dict:
+             greedy: bool = False, allocator: Allocator | None = None) -> dict:
     """Mean return, success and length over the first episode of each of ``env.num_envs`` copies."""
     n = env.num_envs
-    actor = acting(agent)
+    actor = acting(agent, allocator)
     obs, info = env.reset(seed=seed)
     obs = to_tensor(obs, device)
     state = actor.initial_state(n, device)
@@ -97,7 +105,7 @@ def settings_grid(sweeps: dict[str, list]) -> list[dict]:
 
 
 def evaluate_settings(agent: Agent | dreamer.Agent, cfg, device, sweeps: dict[str, list], episodes: int, greedy: bool,
-                      seed: int = 12345) -> list[dict]:
+                      seed: int = 12345, allocator: Allocator | None = None) -> list[dict]:
     from experiments.build import make_env
 
     rows = []
@@ -105,7 +113,7 @@ def evaluate_settings(agent: Agent | dreamer.Agent, cfg, device, sweeps: dict[st
     for setting in settings_grid(sweeps):
         env = make_env(cfg, episodes, device, **setting)
         label = " ".join(f"{k}={v}" for k, v in setting.items()) or "as trained"
-        rows.append({"setting": label, **evaluate(agent, env, device, seed, greedy)})
+        rows.append({"setting": label, **evaluate(agent, env, device, seed, greedy, allocator)})
     agent.train()
     return rows
 
@@ -153,8 +161,15 @@ def main(argv: list[str] | None = None) -> None:
 
         env = make_env(cfg, 1, device)
         agent = make_agent(cfg, env).to(device)
-        agent.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["agent"])
-        rows = evaluate_settings(agent, cfg, device, sweeps, episodes, args.greedy or bool(cfg.eval.greedy))
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        agent.load_state_dict(state["agent"])
+        allocator = None
+        if "allocation" in state:  # AMA: the trained bandit picks each episode's eviction strategy
+            allocation = make_allocation(agent.memory, env, env.reset(seed=0)[1], 1, 1, device, 0)
+            allocation.load_state_dict(state["allocation"])
+            allocator = allocation.allocator
+        rows = evaluate_settings(agent, cfg, device, sweeps, episodes, args.greedy or bool(cfg.eval.greedy),
+                                 allocator=allocator)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     print(format_table(rows))

@@ -150,9 +150,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     if not rank.main:
         return None
 
-    rows = evaluate_settings(trainer.agent, cfg, device, {}, int(cfg.eval.episodes), bool(cfg.eval.greedy))
+    allocation = getattr(trainer, "allocation", None)  # AMA's bandit picks strategies in evaluation too
+    allocator = allocation.allocator if allocation else None
+    episodes, greedy = int(cfg.eval.episodes), bool(cfg.eval.greedy)
+    rows = evaluate_settings(trainer.agent, cfg, device, {}, episodes, greedy, allocator=allocator)
     if sweeps:
-        rows += evaluate_settings(trainer.agent, cfg, device, sweeps, int(cfg.eval.episodes), bool(cfg.eval.greedy))
+        rows += evaluate_settings(trainer.agent, cfg, device, sweeps, episodes, greedy, allocator=allocator)
     write_rows(run_dir / "eval.csv", rows)
     print(f"\nevaluation ({cfg.eval.episodes} episodes per setting):\n{format_table(rows)}")
     print(f"\nrun folder: {run_dir}\n"

@@ -18,7 +18,7 @@ allocator chose from ``context["strategy"]``). HCAM and the transformer store fi
 cannot.
 
 The paper rewards the allocator with the negative downstream loss of the memory's user; here the reward is whatever
-the caller passes, so an RL agent can pass episode returns instead.
+the caller passes, so an RL agent can pass episode returns instead (PPO does: ``agents/allocation.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from memory.base import State
 
 STRATEGIES = ("fifo", "lifo", "least_visited", "most_visited")
+# The Allocator's options a memory config may set (``sat``'s ``allocator``); the agent supplies the rest.
+OPTIONS = ("strategies", "embed_size", "hidden_size", "epsilon_start", "epsilon_end", "anneal_episodes", "lr")
 
 
 def empty_store(batch_size: int, capacity: int, width: int, num_places: int, device=None,
@@ -140,13 +142,18 @@ class Allocator:
     def select(self, task_ids: Tensor) -> Tensor:
         """task_ids [N] int -> strategy ids [N] (into ``STRATEGIES``), epsilon-greedy on Q."""
         self.check_tasks(task_ids)
-        greedy = self.q(task_ids).argmax(1)
-        n = task_ids.shape[0]
-        device = task_ids.device
-        explore = torch.rand(n, generator=self.generator, device=device) < self.epsilon
-        random_arm = torch.randint(len(self.arms), (n,), generator=self.generator, device=device)
-        self.in_force = self.arms[torch.where(explore, random_arm, greedy)]
+        self.in_force = self.choose(task_ids, self.epsilon, self.generator)
         return self.in_force
+
+    @torch.no_grad()
+    def choose(self, task_ids: Tensor, epsilon: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
+        """``select`` without the task check or the record of ``in_force``: nothing waits on the device, so a CUDA
+        graph can capture it (with ``epsilon`` a tensor and ``generator=None``, the default generator)."""
+        greedy = self.q(task_ids).argmax(1)
+        n, device = task_ids.shape[0], task_ids.device
+        explore = torch.rand(n, generator=generator, device=device) < epsilon
+        random_arm = torch.randint(len(self.arms), (n,), generator=generator, device=device)
+        return self.arms[torch.where(explore, random_arm, greedy)]
 
     def update(self, task_ids: Tensor, strategies: Tensor, rewards: Tensor) -> float:
         """One MSE step of Q(task, strategy) toward the rewards [N]; returns the loss."""
@@ -165,9 +172,11 @@ class Allocator:
         tasks = torch.arange(self.num_tasks, device=self.arms.device)
         return [self.strategies[i] for i in self.q(tasks).argmax(1).tolist()]
 
-    def metrics(self) -> dict[str, float]:
-        """For the run log: epsilon and the share of each strategy in the last selection."""
-        shares = {f"ama/{name}": (self.in_force == arm).float().mean().item() if self.in_force.numel() else 0.0
+    def metrics(self, strategies: Tensor | None = None) -> dict[str, float]:
+        """For the run log: epsilon and the share of each strategy among ``strategies`` [N] (ids into
+        ``STRATEGIES``; by default the last selection)."""
+        picked = self.in_force if strategies is None else strategies
+        shares = {f"ama/{name}": (picked == arm).float().mean().item() if picked.numel() else 0.0
                   for name, arm in zip(self.strategies, self.arms.tolist())}
         return {"ama/epsilon": self.epsilon, **shares}
 

@@ -29,6 +29,13 @@ class Memory(nn.Module):
                 context: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
+    def refresh(self, state: State) -> State:
+        """``state`` with whatever it caches from the weights (projected keys/values) recomputed with the current
+        weights. PPO calls it on stored rollout-start states before replaying them and on its live state after each
+        update. The default returns the state unchanged: right for memories that cache no projections (a recurrent
+        hidden state cannot be recomputed without the inputs before it, which the state does not hold)."""
+        return state
+
     def check_inputs(self, x: Tensor, state: State, reset: Tensor) -> None:
         """One-line errors for the shape mistakes callers make most."""
         if x.dim() != 3 or x.shape[-1] != self.input_size:

@@ -20,10 +20,23 @@ unset). Gradients flow through every summary back to the tokens that made it; ``
 summary as it is written (an ablation that the paper found to hurt; as summaries are read only by later segments,
 it also leaves the summary queries without gradient).
 
-Streaming cost: the state keeps the summaries, their per-layer keys/values (recomputed once per segment, when the
-memory changes) and the keys/values of the current segment's tokens; a step attends to at most
-``max_summaries * summary_length + ceil(1.2 L)`` keys. The sequence forward runs the same step T times, so a step
-equals a sequence exactly.
+Streaming cost: the state keeps the summaries, their per-layer keys/values and the current segment's inputs and
+per-layer keys/values; a step attends to at most ``max_summaries * summary_length + ceil(1.2 L)`` keys. The sequence
+forward runs the same step T times, so a step equals a sequence exactly. A step never waits on the device: it always
+computes the summary pass and the re-encoding of the summary memory and keeps them only for envs whose segment ends
+there, so a step (and an update's unroll) can be captured in a CUDA graph; the price is that every step pays for the
+summary pass (``summary_length`` queries) and the re-encoding (``max_summaries * summary_length`` tokens), not only
+the steps that end a segment.
+
+Stale caches (``refresh``): the cached keys/values were made with the weights of the moment they were written.
+``refresh`` recomputes them with the current weights, as the paper refreshes its caches after each update: PPO calls
+it on each stored rollout-start state before replaying it and on its live state after each update. It re-encodes the
+summaries and reruns the current segment's stored inputs against them, which gives exactly the keys/values a fresh
+run would make from the same summaries and inputs; under autograd (PPO's replay) they carry gradients to the weights,
+while the stored summaries and inputs get none. The summaries themselves are kept as they were written: each is the
+output of an earlier segment whose raw tokens the state no longer holds (holding every token of the episode would
+make the state grow without bound), so they cannot be recomputed; they enter as data, like observations. Inputs are
+kept as the memory received them (for PPO: encoder features from acting time), so the encoder's staleness remains.
 
 Defaults are scaled for gridworld tasks (width 128, 2 layers, 4 heads, L 32, 8 summary queries); the paper used
 width 256, 4 layers, 8 heads, L 256, 32 summary queries.
@@ -78,6 +91,7 @@ class MemoMemory(Memory):
     State (C = max_summaries * summary_length summary tokens, S = ceil(1.2 L) segment slots, N layers, D = width):
     ``summaries [B, C, D]`` (newest last; the valid ones are the last ``valid.sum()``), ``valid [B, C]`` bool,
     ``memory_k``/``memory_v [B, N, C, D]`` (each layer's keys/values of the summary tokens),
+    ``segment_x [B, S, input_size]`` (the current segment's inputs, in order; ``refresh`` reruns them),
     ``segment_k``/``segment_v [B, N, S, D]`` (keys/values of the current segment's tokens, in order),
     ``position [B]`` (tokens of the current segment so far) and ``length [B]`` (its length; 0 = not started).
     Everything is zero in the initial state. Capacity: C + S keys read per step.
@@ -109,6 +123,7 @@ class MemoMemory(Memory):
         return {"summaries": torch.zeros(batch_size, c, d, device=device),
                 "valid": torch.zeros(batch_size, c, dtype=torch.bool, device=device),
                 "memory_k": memory_kv, "memory_v": memory_kv.clone(),
+                "segment_x": torch.zeros(batch_size, s, self.input_size, device=device),
                 "segment_k": segment_kv, "segment_v": segment_kv.clone(),
                 "position": counter, "length": counter.clone()}
 
@@ -162,11 +177,11 @@ class MemoMemory(Memory):
             values.append(v[:, -1])
         at = (slots == pos[:, None])[:, None, :, None]  # [B, 1, S, 1]
         state = {**state, "position": pos + 1,
+                 "segment_x": torch.where(at[:, 0], x[:, None], state["segment_x"]),
                  "segment_k": torch.where(at, torch.stack(keys, 1)[:, :, None], state["segment_k"]),
                  "segment_v": torch.where(at, torch.stack(values, 1)[:, :, None], state["segment_v"])}
-        complete = state["position"] == state["length"]  # [B]
-        if complete.any():  # a host sync, but it skips the summary pass on the steps that end no segment
-            state = self.end_segments(state, complete)
+        # Computed for every env at every step, kept where a segment ends: no host sync (see the module docstring).
+        state = self.end_segments(state, state["position"] == state["length"])
         return self.final_norm(h[:, 0]), state
 
     def summarise(self, state: State) -> Tensor:
@@ -215,7 +230,34 @@ class MemoMemory(Memory):
                 "valid": torch.where(done[:, :, 0, 0], valid, state["valid"]),
                 "memory_k": torch.where(done, memory_k, state["memory_k"]),
                 "memory_v": torch.where(done, memory_v, state["memory_v"]),
+                "segment_x": torch.where(done[:, 0], 0.0, state["segment_x"]),
                 "segment_k": torch.where(done, 0.0, state["segment_k"]),
                 "segment_v": torch.where(done, 0.0, state["segment_v"]),
                 "position": torch.where(complete, 0, state["position"]),
                 "length": torch.where(complete, 0, state["length"])}
+
+    def encode_segment(self, state: State, memory_k: Tensor, memory_v: Tensor) -> tuple[Tensor, Tensor]:
+        """Each layer's keys/values of the current segment's stored inputs, read causally after the summary memory
+        given by ``memory_k``/``memory_v [B, N, C, D]``: [B, N, S, D] each, zero in slots not yet reached."""
+        valid, pos = state["valid"], state["position"]
+        slots = torch.arange(self.segment_slots, device=pos.device)
+        h = self.input(state["segment_x"])  # [B, S, D]
+        h = h + self.positions(valid.sum(1)[:, None] + slots, h.dtype)
+        seen = slots < pos[:, None]  # [B, S]
+        causal = (slots[:, None] >= slots) & seen[:, None]  # [B, S, S]
+        mask = torch.cat([valid[:, None].expand(-1, self.segment_slots, -1), causal], -1)  # [B, S, C + S]
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            h, k, v = layer(h, memory_k[:, i], memory_v[:, i], mask, None)
+            keys.append(k[:, self.memory_size:])
+            values.append(v[:, self.memory_size:])
+        keep = seen[:, None, :, None]
+        return torch.where(keep, torch.stack(keys, 1), 0.0), torch.where(keep, torch.stack(values, 1), 0.0)
+
+    def refresh(self, state: State) -> State:
+        """The state with its cached keys/values recomputed with the current weights (the module docstring says
+        what is recomputed and what is kept); differentiable, sync-free, shapes and dtypes unchanged."""
+        memory_k, memory_v = self.encode_memory(state["summaries"], state["valid"])
+        segment_k, segment_v = self.encode_segment(state, memory_k, memory_v)
+        fresh = {"memory_k": memory_k, "memory_v": memory_v, "segment_k": segment_k, "segment_v": segment_v}
+        return {**state, **{k: v.to(state[k].dtype) for k, v in fresh.items()}}

@@ -3,7 +3,8 @@ Agents", ICLR 2024), an episodic memory whose tokens know where they were seen.
 
 Needs ``context["place"] [T, B]`` (int place ids in ``[0, num_places)``, from env ``info["place"]``). ``eviction`` is
 one of ``allocator.STRATEGIES`` (fixed), or ``"ama"``: then ``context["strategy"] [T, B]`` (ids into ``STRATEGIES``,
-chosen per episode by ``allocator.Allocator``) is needed as well.
+chosen per episode by an ``allocator.Allocator``) is needed as well; PPO runs that allocator for a memory that reads
+``"strategy"`` (``agents/allocation.py``), configured by ``allocator`` (a dict of ``allocator.OPTIONS``).
 
 Block, per step t of env b (D = width):
 
@@ -37,7 +38,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memory.allocator import STRATEGIES, empty_store, write
+from memory.allocator import OPTIONS, STRATEGIES, empty_store, write
 from memory.attention import MultiHeadAttention
 from memory.base import Memory, State, reset_state
 from memory.hcam import HierarchicalMemoryAttention, gather_slots
@@ -95,6 +96,16 @@ def check_ids(context: dict | None, key: str, shape: tuple, limit: int, what: st
     return ids.long()
 
 
+def check_allocator(allocator, eviction) -> None:
+    if allocator is None:
+        return
+    if eviction != "ama":
+        raise ValueError(f"memory.allocator: configures AMA, so it needs memory.eviction=ama, got {eviction!r}")
+    unknown = [key for key in allocator if key not in OPTIONS] if isinstance(allocator, dict) else [allocator]
+    if unknown:
+        raise ValueError(f"memory.allocator: unknown option {unknown[0]!r}; accepted: {', '.join(OPTIONS)}")
+
+
 def check_config(num_places, width, heads, capacity, organisation, eviction, chunk_size, top_k) -> None:
     for arg, value in (("num_places", num_places), ("width", width), ("heads", heads), ("capacity", capacity),
                        ("chunk_size", chunk_size), ("top_k", top_k)):
@@ -116,13 +127,15 @@ class SAT(Memory):
 
     def __init__(self, input_size: int, num_places: int | None = None, width: int = 64, heads: int = 4,
                  capacity: int = 64, organisation: str = "fifo", eviction: str = "fifo", chunk_size: int = 8,
-                 top_k: int = 4):
+                 top_k: int = 4, allocator: dict | None = None):
         super().__init__()
         check_config(num_places, width, heads, capacity, organisation, eviction, chunk_size, top_k)
+        check_allocator(allocator, eviction)
         self.input_size, self.output_size = input_size, width
         self.num_places, self.width, self.capacity = num_places, width, capacity
         self.organisation, self.eviction, self.chunk_size = organisation, eviction, chunk_size
         self.context_keys = ("place", "strategy") if eviction == "ama" else ("place",)
+        self.allocator_options = dict(allocator or {})  # for the agent that runs the Allocator
         self.input = nn.Linear(input_size, width)
         self.norm = nn.LayerNorm(width)
         if organisation == "fifo":

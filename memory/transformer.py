@@ -18,9 +18,13 @@ Options:
   beyond ``max_distance`` sharing one bias. Cached keys carry no position, so the bias stays valid with the cache.
 
 Gradients and staleness: cached keys/values were computed with the weights of the moment they were cached and enter a
-call with gradients stopped, as TrXL's memory does. In PPO updates that replay from a stored rollout-start state, the
-stored window of earlier steps is therefore stale (made by the rollout's weights) and gets no gradient; within one
-call, gradients flow through all steps.
+call with gradients stopped, as TrXL's memory does; within one call, gradients flow through all steps. The state also
+keeps the inputs of the cached steps, so ``refresh`` can recompute the cache with the current weights (PPO calls it on
+stored rollout-start states before replaying them and on its live state after each update). The recomputation is exact
+for an env whose episode so far fits in the cache (``step <= window - 1``; always so for the full-context transformer):
+every step of it then attended to exactly the steps the cache holds. Past that, the cached steps' deeper-layer keys
+depend on steps no longer held, so such an env keeps its cache as it was. Inputs are kept as received (for PPO: encoder
+features from acting time), so the encoder's own staleness is not undone.
 
 Deviations from GTrXL (Parisotto et al., 2019): its memory caches layer inputs for a segment-level recurrence and uses
 TrXL's relative encoding (sinusoidal relative embeddings with learned content/position biases). Here the memory is a
@@ -179,7 +183,8 @@ class TransformerMemory(Memory):
     """Sliding-window causal transformer with a key/value cache; see the module docstring for the options.
 
     State: ``k``/``v [B, layers, window - 1, width]`` (cached keys/values, oldest first, zero where not in the current
-    episode) and ``step [B]`` (steps of the current episode so far). Capacity: ``window`` steps read per step.
+    episode), ``x [B, window - 1, input_size]`` (the cached steps' inputs, likewise) and ``step [B]`` (steps of the
+    current episode so far). Capacity: ``window`` steps read per step.
     """
 
     def __init__(self, input_size: int, width: int = 128, layers: int = 2, heads: int = 4, window: int = 64,
@@ -198,7 +203,9 @@ class TransformerMemory(Memory):
 
     def initial_state(self, batch_size: int, device=None) -> State:
         cache = torch.zeros(batch_size, len(self.layers), self.window - 1, self.width, device=device)
-        return {"k": cache, "v": cache.clone(), "step": torch.zeros(batch_size, dtype=torch.long, device=device)}
+        inputs = torch.zeros(batch_size, self.window - 1, self.input_size, device=device)
+        return {"k": cache, "v": cache.clone(), "x": inputs,
+                "step": torch.zeros(batch_size, dtype=torch.long, device=device)}
 
     def forward(self, x, state, reset, context=None):
         self.check_inputs(x, state, reset)
@@ -207,6 +214,9 @@ class TransformerMemory(Memory):
         if state["k"].shape[1:] != cache_shape or state["v"].shape[1:] != cache_shape:
             raise ValueError(f"TransformerMemory: state k/v must be [B, {', '.join(map(str, cache_shape))}] "
                              f"(layers, window - 1, width), got {list(state['k'].shape)}")
+        if "x" not in state or state["x"].shape[1:] != (M, self.input_size):
+            raise ValueError(f"TransformerMemory: state['x'] must be [B, {M}, {self.input_size}] "
+                             f"(window - 1, input_size): the cached steps' inputs")
         pos, episode = episode_positions(state["step"], reset)  # [T, B]
         mask, dist = attention_mask(state["step"], episode, self.window)
         h = self.input(x.transpose(0, 1))  # [B, T, D]
@@ -223,7 +233,33 @@ class TransformerMemory(Memory):
         step = pos[-1] + 1
         # Zero the entries outside the current episode so the state holds nothing of earlier episodes.
         keep = (M - torch.arange(M, device=x.device) <= step.unsqueeze(1))[:, None, :, None]  # [B, 1, M, 1]
+        inputs = torch.cat([state["x"], x.transpose(0, 1)], 1)[:, T:]  # [B, M, in]
         new_state = {"k": torch.where(keep, torch.stack(keys, 1), 0.0),
-                     "v": torch.where(keep, torch.stack(values, 1), 0.0), "step": step}
+                     "v": torch.where(keep, torch.stack(values, 1), 0.0),
+                     "x": torch.where(keep[:, 0], inputs, 0.0), "step": step}
         out = self.final_norm(h) if self.pre_norm else h
         return out.transpose(0, 1), new_state
+
+    def refresh(self, state: State) -> State:
+        """The state with the cache recomputed from its inputs with the current weights where the episode so far fits
+        in it (see the module docstring); differentiable, sync-free, shapes and dtypes unchanged."""
+        M, step = self.window - 1, state["step"]
+        index = torch.arange(M, device=step.device)
+        pos = step[:, None] - M + index  # [B, M]: each cached step's position in its episode; < 0: none cached there
+        held = pos >= 0
+        dist = index[:, None] - index  # [M, M] query-key distance in steps
+        mask = (dist >= 0) & held[:, None, :]  # [B, M, M]
+        h = self.input(state["x"])  # [B, M, D]
+        if self.positions == "sinusoidal":
+            h = h + sinusoid(pos.clamp(min=0), self.width, torch.promote_types(h.dtype, torch.float32)).to(h.dtype)
+        none = h.new_zeros(h.shape[0], 0, self.width)
+        keys, values = [], []
+        for layer in self.layers:
+            h, k, v = layer(h, none, none, mask, dist)
+            keys.append(k)
+            values.append(v)
+        exact = (step <= M)[:, None, None, None]
+        keep = held[:, None, :, None]
+        k = torch.where(exact, torch.where(keep, torch.stack(keys, 1), 0.0), state["k"])
+        v = torch.where(exact, torch.where(keep, torch.stack(values, 1), 0.0), state["v"])
+        return {**state, "k": k.to(state["k"].dtype), "v": v.to(state["v"].dtype)}

@@ -93,6 +93,20 @@ def test_epsilon_anneals_and_state_round_trips():
     assert copy.epsilon == bandit.epsilon
 
 
+def test_choose_reads_epsilon_from_a_tensor_and_the_default_generator():
+    # What a captured rollout calls: epsilon 0 is greedy, epsilon 1 uniform over the arms, draws from torch's RNG.
+    bandit = Allocator(num_tasks=2, strategies=("lifo", "most_visited"), seed=0)
+    tasks = torch.tensor([0, 1] * 200)
+    greedy = bandit.arms[bandit.q(tasks).argmax(1)]
+    assert torch.equal(bandit.choose(tasks, torch.tensor(0.0)), greedy)
+    torch.manual_seed(5)
+    explored = bandit.choose(tasks, torch.tensor(1.0))
+    assert set(explored.tolist()) == {1, 3}
+    torch.manual_seed(5)
+    assert torch.equal(bandit.choose(tasks, torch.tensor(1.0)), explored)
+    assert bandit.metrics(explored)["ama/lifo"] == pytest.approx((explored == 1).float().mean().item())
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="strategies: .*fifo, lifo"):
         Allocator(2, strategies=("fifo", "random"))

@@ -108,7 +108,8 @@ def test_memory_group_is_the_rssm_deterministic_path():
     (["agent.train_ratio=lots"], "agent.train_ratio: expected float, got 'lots'"),
     (["agent.chunk_length=4"], r"agent.chunk_length \(4\) must be >= agent.batch_length \(8\)"),
     (["agent.rollout_len=8"], "agent.rollout_len: no such config key; accepted here: .*collect_steps"),
-    (["memory=sat_place"], "memory.name: 'sat' reads context .*; accepted: memories without context keys"),
+    (["memory=sat_place", "memory.num_places=5"],
+     "memory.name: 'sat' reads context .*; accepted: memories without context keys"),
     (["agent.cuda_graph=true"], "agent.cuda_graph needs a CUDA device"),
 ])
 def test_bad_dreamer_input_is_one_line_before_training(tmp_path, argv, message):

@@ -24,7 +24,7 @@ OPTIONS = [{"max_summaries": 2}, {"mode": "rmt", "truncate": True}]
 
 
 def haiku_fn(config, is_training=False):
-    return hk.transform(lambda x, s, r: HaikuMemo(**config)(x, s, r, is_training))
+    return hk.transform(lambda x, s, r: HaikuMemo(IN, **config)(x, s, r, is_training))
 
 
 def data(seed):
@@ -79,7 +79,7 @@ def test_haiku_init_converts_to_torch_and_back():
     config = {**BASE, "max_summaries": 2}
     f = haiku_fn(config)
     x, reset = data(4)
-    state = hk.transform(lambda: HaikuMemo(**config).initial_state(B)).apply({}, None)
+    state = hk.transform(lambda: HaikuMemo(IN, **config).initial_state(B)).apply({}, None)
     m = MemoMemory(IN, **config).eval()
     assert state.keys() == m.initial_state(B).keys()
     for key, value in m.initial_state(B).items():
@@ -100,7 +100,7 @@ def test_training_draws_segment_lengths_in_range():
     config = {**BASE, "segment_length": 10, "max_summaries": 1}
     f = haiku_fn(config, is_training=True)
     x = jnp.zeros((1, 32, IN))
-    state = hk.transform(lambda: HaikuMemo(**config).initial_state(32)).apply({}, None)
+    state = hk.transform(lambda: HaikuMemo(IN, **config).initial_state(32)).apply({}, None)
     reset = jnp.zeros((1, 32), bool)
     params = jax.jit(f.init)(jax.random.PRNGKey(0), x, state, reset)
     _, new_state = jax.jit(f.apply)(params, jax.random.PRNGKey(1), x, state, reset)

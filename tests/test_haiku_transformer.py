@@ -35,7 +35,7 @@ def build_torch(config):
 
 
 def haiku_fn(config):
-    return hk.without_apply_rng(hk.transform(lambda x, s, r: HaikuTransformer(**config)(x, s, r)))
+    return hk.without_apply_rng(hk.transform(lambda x, s, r: HaikuTransformer(IN, **config)(x, s, r)))
 
 
 def data(seed):
@@ -87,7 +87,7 @@ def test_haiku_init_converts_to_torch_and_back(gating, positions):
     config = {**BASE, "gating": gating, "positions": positions}
     f = haiku_fn(config)
     x, reset = data(4)
-    state = hk.transform(lambda: HaikuTransformer(**config).initial_state(B)).apply({}, None)
+    state = hk.transform(lambda: HaikuTransformer(IN, **config).initial_state(B)).apply({}, None)
     m = TransformerMemory(IN, **config)
     assert state.keys() == m.initial_state(B).keys()
     for key, value in m.initial_state(B).items():

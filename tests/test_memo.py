@@ -1,4 +1,7 @@
-"""The ``memo`` memory: segment boundaries, summary memory (memo/rmt), streaming bounds, truncation, errors."""
+"""The ``memo`` memory: segment boundaries, summary memory (memo/rmt), streaming bounds, truncation, errors, refreshing
+stale caches and its sync-free step."""
+
+import re
 
 import pytest
 import torch
@@ -190,3 +193,87 @@ def test_wrong_state_shape_is_reported():
     state = initial(build(max_summaries=3), 2)
     with pytest.raises(ValueError, match=r"state\['summaries'\] must be \[B, 4, 16\]"):
         m(*inputs(3, 2)[:1], state, torch.zeros(3, 2, dtype=torch.bool))
+
+
+def perturb_weights(m, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def causal_keys(m, h):
+    """Each layer's keys/values of the embedded sequence h [1, L, D] read causally, without caches: [N, L, D] each."""
+    causal = torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).tril()[None]
+    none, keys, values = h.new_zeros(1, 0, m.width), [], []
+    for layer in m.layers:
+        h, k, v = layer(h, none, none, causal, None)
+        keys.append(k[0])
+        values.append(v[0])
+    return torch.stack(keys), torch.stack(values)
+
+
+def test_refresh_is_exact_at_unchanged_weights():
+    m = build(segment_length=5, max_summaries=2)  # training mode: drawn lengths, memory full, resets
+    x, reset = inputs(37, 3)
+    reset[20, 1] = True
+    _, state = m(x, initial(m, 3), reset)
+    assert (summary_count(state) > 0).all() and (state["position"] > 0).any()
+    fresh = m.refresh(state)
+    for k in state:
+        torch.testing.assert_close(fresh[k], state[k], atol=1e-12, rtol=0)
+
+
+def test_refresh_equals_a_recompute_with_new_weights():
+    """After the weights change, the refreshed caches are the keys/values of [summaries ; segment tokens] read as one
+    causal sequence with the new weights; the summaries and the rest of the state are kept."""
+    m = build(max_summaries=3).eval()
+    x, reset = inputs(11, 2)  # two whole segments and 3 tokens of the third
+    _, state = m(x, initial(m, 2), reset)
+    perturb_weights(m)
+    fresh = m.refresh(state)
+    for k in ("summaries", "valid", "segment_x", "position", "length"):
+        assert torch.equal(fresh[k], state[k]), k
+    for b in range(2):
+        summaries = state["summaries"][b, -4:]  # 2 summaries of 2 tokens, newest last
+        seq = torch.cat([summaries, m.input(x[8:, b])])[None]
+        keys, values = causal_keys(m, seq + sinusoid(torch.arange(7), m.width, seq.dtype))
+        for name, expected in (("k", keys), ("v", values)):
+            torch.testing.assert_close(fresh[f"memory_{name}"][b, :, -4:], expected[:, :4], atol=1e-10, rtol=0)
+            torch.testing.assert_close(fresh[f"segment_{name}"][b, :, :3], expected[:, 4:], atol=1e-10, rtol=0)
+            assert not torch.allclose(state[f"segment_{name}"][b, :, :3], expected[:, 4:])
+        assert (fresh["memory_k"][b, :, :2] == 0).all() and (fresh["segment_k"][b, :, 3:] == 0).all()
+
+
+def test_refresh_in_the_first_segment_equals_a_fresh_run():
+    m = build().eval()
+    x, reset = inputs(3, 2)
+    _, state = m(x, initial(m, 2), reset)
+    perturb_weights(m)
+    _, rerun = m(x, initial(m, 2), reset)
+    fresh = m.refresh(state)
+    for k in state:
+        torch.testing.assert_close(fresh[k], rerun[k], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_step_and_refresh_have_no_host_sync(training):
+    """A step and ``refresh`` trace to one graph each (a host sync such as ``if tensor.any()`` breaks it) with no
+    data-dependent op, so both can be captured in a CUDA graph."""
+    m = build(max_summaries=2).train(training)
+    ops = []
+
+    def record(graph_module, _):
+        ops.extend(str(node.target) for node in graph_module.graph.nodes)
+        return graph_module.forward
+
+    x, reset = inputs(7, 2)
+    _, state = m(x[:6], initial(m, 2), reset[:6])
+    with torch.no_grad():
+        torch.compile(m, fullgraph=True, backend=record)(x[6:], state, reset[6:])
+        assert ops
+        count = len(ops)
+        torch.compile(m.refresh, fullgraph=True, backend=record)(state)
+        assert len(ops) > count
+    syncing = [op for op in ops if re.search(r"\b(nonzero|item|masked_select|unique|argwhere)\b", op)]
+    assert not syncing

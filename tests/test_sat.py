@@ -117,8 +117,9 @@ def test_bad_place_ids_raise(bad, message):
 
 
 def test_ama_eviction_needs_strategy_ids():
-    m = build(eviction="ama")
+    m = build(eviction="ama", allocator={"anneal_episodes": 50})
     assert m.context_keys == ("place", "strategy")
+    assert m.allocator_options == {"anneal_episodes": 50}  # for the agent that runs the allocator
     x, context = inputs()
     reset = torch.zeros(T, B, dtype=torch.bool)
     with pytest.raises(ValueError, match=r"SAT needs context\['strategy'\]"):
@@ -133,6 +134,9 @@ def test_ama_eviction_needs_strategy_ids():
     ({"eviction": "random"}, "memory.eviction: unknown value 'random'; accepted: fifo, lifo, least_visited"),
     ({"organisation": "place", "top_k": 13}, "memory.top_k must be <= the 12 place-chunks"),
     ({"width": 6, "heads": 4}, "memory.width must be even and a multiple of memory.heads=4"),
+    ({"allocator": {"lr": 0.1}}, "memory.allocator: configures AMA, so it needs memory.eviction=ama, got 'fifo'"),
+    ({"eviction": "ama", "allocator": {"epsilon": 0.1}},
+     "memory.allocator: unknown option 'epsilon'; accepted: strategies, embed_size"),
 ])
 def test_bad_options_raise(config, message):
     with pytest.raises(ValueError, match=message):

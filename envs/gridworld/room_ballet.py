@@ -24,6 +24,9 @@ Ballet sprite ids (``obs_mode="symbolic"``, the default) or uint8 RGB [63, 63, 3
 wander and 1 + the index in ``QUERIES`` at the query; ``"query_room"`` is the room asked about, or ``grid**2``
 (none) during the wander. ``info["place"]`` (every step, and from ``reset``) is the room of the returned
 observation, ``grid**2`` at the query (the agent is out of the rooms), so ``num_places = grid**2 + 1``.
+``info["task"]`` (likewise) is the episode's query type, its index in ``QUERIES``: 0 oldest, 1 newest,
+2 least_visited, 3 most_visited, whatever ``query`` is (so ``num_tasks = 4``); it is known from the episode's first
+step, as the task-conditioned allocator of SAT's AMA needs.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class RoomBalletVector(BatchedEnv):
         self.query, self.obs_mode = query, obs_mode
         self.num_rooms = grid * grid
         self.num_places = self.num_rooms + 1  # the rooms and "out of the rooms" at the query
+        self.num_tasks = len(QUERIES)  # info["task"] ids
         self.max_steps = visits * max_stay + 1
         self.single_observation_space = spaces.Dict({
             "image": image_space(obs_mode, (VIEW, VIEW)),
@@ -221,7 +225,7 @@ class RoomBalletVector(BatchedEnv):
         }
 
     def _observation_info(self):
-        return {"place": self.place()}
+        return {"place": self.place(), "task": self.query_kind.clone()}
 
     def render_rgb(self) -> Tensor:
         """uint8 [N, 9S, 9S, 3]: the whole block of rooms, every dancer at home but the watched one, for videos."""

@@ -2,8 +2,8 @@
 
 Same computation, state keys and parameter names (``<name>/summary_queries``, ``<name>/input``,
 ``<name>/layer_<i>/...``, ``<name>/final_norm``); ``position``/``length`` are int32 here, JAX's default integer.
-Every step computes the summary pass and keeps it only where a segment ends (``jnp.where``, no host sync), where the
-torch module skips it on steps that end no segment. In training (``is_training=True``) segment lengths are drawn with
+Every step computes the summary pass and keeps it only where a segment ends (``jnp.where``, no host sync), as the
+torch module does. ``refresh`` is torch-only (PPO). In training (``is_training=True``) segment lengths are drawn with
 ``hk.next_rng_key()``, so they differ from torch's draws; in eval both use ``segment_length``.
 """
 
@@ -24,13 +24,13 @@ NAME = "memo"
 class MemoMemory(hk.Module):
     """``memory.memo.MemoMemory`` in Haiku: ``(x [T, B, in], state, reset [T, B], is_training) -> (out, state)``."""
 
-    def __init__(self, width: int = 128, layers: int = 2, heads: int = 4, segment_length: int = 32,
+    def __init__(self, input_size: int, width: int = 128, layers: int = 2, heads: int = 4, segment_length: int = 32,
                  summary_length: int = 8, max_summaries: int | None = None, mode: str = "memo",
                  truncate: bool = False, ff_size: int | None = None, name: str = NAME):
         super().__init__(name=name)
         max_summaries = check_memo_config(segment_length, summary_length, max_summaries, mode, truncate)
         self.ff_size = check_config(width, layers, heads, segment_length, "none", "pre", "sinusoidal", ff_size, 0)
-        self.width, self.num_layers, self.heads = width, layers, heads
+        self.input_size, self.width, self.num_layers, self.heads = input_size, width, layers, heads
         self.segment_length, self.summary_length, self.truncate = segment_length, summary_length, truncate
         self.memory_size = max_summaries * summary_length
         self.segment_slots = length_range(segment_length)[1]
@@ -42,6 +42,7 @@ class MemoMemory(hk.Module):
                 "valid": jnp.zeros((batch_size, c), bool),
                 "memory_k": jnp.zeros((batch_size, n, c, d), jnp.float32),
                 "memory_v": jnp.zeros((batch_size, n, c, d), jnp.float32),
+                "segment_x": jnp.zeros((batch_size, s, self.input_size), jnp.float32),
                 "segment_k": jnp.zeros((batch_size, n, s, d), jnp.float32),
                 "segment_v": jnp.zeros((batch_size, n, s, d), jnp.float32),
                 "position": counter, "length": counter}
@@ -92,6 +93,7 @@ class MemoMemory(hk.Module):
             values.append(v[:, -1])
         at = (slots == pos[:, None])[:, None, :, None]
         state = {**state, "position": pos + 1,
+                 "segment_x": jnp.where(at[:, 0], x[:, None], state["segment_x"]),
                  "segment_k": jnp.where(at, jnp.stack(keys, 1)[:, :, None], state["segment_k"]),
                  "segment_v": jnp.where(at, jnp.stack(values, 1)[:, :, None], state["segment_v"])}
         state = self._end_segments(state, state["position"] == state["length"])
@@ -137,6 +139,7 @@ class MemoMemory(hk.Module):
                 "valid": jnp.where(done[:, :, 0, 0], valid, state["valid"]),
                 "memory_k": jnp.where(done, memory_k, state["memory_k"]),
                 "memory_v": jnp.where(done, memory_v, state["memory_v"]),
+                "segment_x": jnp.where(done[:, 0], 0.0, state["segment_x"]),
                 "segment_k": jnp.where(done, 0.0, state["segment_k"]),
                 "segment_v": jnp.where(done, 0.0, state["segment_v"]),
                 "position": jnp.where(complete, 0, state["position"]),

@@ -132,18 +132,19 @@ class TransformerMemory(hk.Module):
     Parameters are created lazily under the torch module's names; ``initial_state`` gives the empty state.
     """
 
-    def __init__(self, width: int = 128, layers: int = 2, heads: int = 4, window: int = 64, gating: str = "none",
-                 norm: str = "pre", positions: str = "sinusoidal", ff_size: int | None = None,
+    def __init__(self, input_size: int, width: int = 128, layers: int = 2, heads: int = 4, window: int = 64,
+                 gating: str = "none", norm: str = "pre", positions: str = "sinusoidal", ff_size: int | None = None,
                  gate_bias: float = 2.0, max_distance: int = 128, name: str = NAME):
         super().__init__(name=name)
         ff_size = check_config(width, layers, heads, window, gating, norm, positions, ff_size, max_distance)
-        self.width, self.layers, self.heads, self.window = width, layers, heads, window
+        self.input_size, self.width, self.layers, self.heads, self.window = input_size, width, layers, heads, window
         self.gating, self.norm, self.positions, self.gate_bias = gating, norm, positions, gate_bias
         self.ff_size, self.relative_size = ff_size, relative_size(positions, window, max_distance)
 
     def initial_state(self, batch_size: int) -> dict:
         cache = jnp.zeros((batch_size, self.layers, self.window - 1, self.width), jnp.float32)
-        return {"k": cache, "v": cache, "step": jnp.zeros((batch_size,), jnp.int32)}
+        inputs = jnp.zeros((batch_size, self.window - 1, self.input_size), jnp.float32)
+        return {"k": cache, "v": cache, "x": inputs, "step": jnp.zeros((batch_size,), jnp.int32)}
 
     def __call__(self, x, state, reset):
         T, M = x.shape[0], self.window - 1
@@ -162,8 +163,10 @@ class TransformerMemory(hk.Module):
             values.append(v[:, T:])
         step = pos[-1] + 1
         keep = (M - jnp.arange(M) <= step[:, None])[:, None, :, None]
+        inputs = jnp.concatenate([state["x"], jnp.swapaxes(x, 0, 1)], 1)[:, T:]  # [B, M, in]
         new_state = {"k": jnp.where(keep, jnp.stack(keys, 1), 0.0),
-                     "v": jnp.where(keep, jnp.stack(values, 1), 0.0), "step": step}
+                     "v": jnp.where(keep, jnp.stack(values, 1), 0.0),
+                     "x": jnp.where(keep[:, 0], inputs, 0.0), "step": step}
         out = _layer_norm("final_norm")(h) if self.norm == "pre" else h
         return jnp.swapaxes(out, 0, 1), new_state
 
