@@ -51,8 +51,13 @@ class StopRequest:
 
     def __init__(self):
         self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def release(self) -> None:
+        """Give the signals their previous handlers back: once training is checkpointed, Ctrl-C or SIGTERM stops the
+        evaluation that follows at once."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.requested:  # a second Ctrl-C stops at once
@@ -139,6 +144,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     finally:
         if logger:
             logger.close()
+    stop.release()
     trainer.close()
     if trainer.iteration < total:
         if rank.main:

@@ -164,3 +164,19 @@ def test_bench_table_names_each_swept_setting(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tmaze_n1_l5")]
     assert len(rows) == 4  # printed as measured, then in the final table
     assert "| memory.hidden_size=8 |" in rows[0] and "| memory.hidden_size=16 |" in rows[1]
+
+
+def test_sigterm_during_the_final_evaluation_stops_at_once(tmp_path):
+    # Training is short and checkpointed; the evaluation after it is long (many copies), and SIGTERM ends it.
+    args = [a for a in TINY if not a.startswith("eval.")] + [f"run_root={tmp_path}", "agent.total_steps=64",
+                                                              "eval.episodes=200000", "eval.settings={}"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/*/checkpoint.pt")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the evaluation
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGTERM
+    assert not list(tmp_path.glob("*/*/eval.csv"))
