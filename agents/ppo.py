@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 import memory as memories
 from agents.allocation import make_allocation
 from agents.networks import layer_init, make_decoder, make_encoder
+from agents.rng import restore_rng, rng_state
 from envs.threaded import Step, make_stepper, on_device
 
 Obs = Tensor | dict[str, Tensor]
@@ -398,11 +399,9 @@ class PPO:
     def state_dict(self) -> dict[str, Any]:
         state = {"agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "global_step": self.global_step, "iteration": self.iteration,
-                 "config": dataclasses.asdict(self.cfg), "torch_rng": torch.get_rng_state(),
+                 "config": dataclasses.asdict(self.cfg), **rng_state(self.device),
                  "memory_state": self.state, "next_obs": self.next_obs, "next_reset": self.next_reset,
                  "next_context": self.next_context}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if on_device(self.env):
             state["env"] = self.env.state_dict()
         if self.allocation is not None:
@@ -419,9 +418,7 @@ class PPO:
             self.allocation.load_state_dict(state["allocation"])
         if not restore_envs:
             return
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        restore_rng(state, self.device)
         if "env" in state and hasattr(self.env, "load_state_dict"):
             # Batched envs restore mid-episode; others restart their episodes (the memory state is reset to match).
             self.env.load_state_dict(state["env"])

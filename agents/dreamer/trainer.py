@@ -25,6 +25,7 @@ from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
 from agents.dreamer.agent import Agent, DreamerConfig, replay_spec
+from agents.rng import restore_rng, rng_state
 from memory.replay import make_replay
 
 OPTIMIZERS = ("model_opt", "actor_opt", "critic_opt")
@@ -125,9 +126,7 @@ class Trainer:
         state = {"agent": self.agent.state_dict(), **{k: getattr(self.agent, k).state_dict() for k in OPTIMIZERS},
                  "replay": self.replay.state_dict(), "global_step": self.global_step, "iteration": self.iteration,
                  "updates": self.updates, "budget": self.budget, "config": dataclasses.asdict(self.cfg),
-                 "torch_rng": torch.get_rng_state(), "latent": self.latent, "obs": self.obs, "reset": self.reset}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+                 **rng_state(self.device), "latent": self.latent, "obs": self.obs, "reset": self.reset}
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
         return state
@@ -144,9 +143,7 @@ class Trainer:
         self.updates, self.budget = state["updates"], state["budget"]
         if not restore_envs:
             return
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        restore_rng(state, self.device)
         if "env" in state and hasattr(self.env, "load_state_dict"):
             self.env.load_state_dict(state["env"])
             self.latent = {k: v.to(self.device) for k, v in state["latent"].items()}
