@@ -11,6 +11,8 @@ TASKS = {
     "RoomBallet": ("envs.gridworld.room_ballet:RoomBallet", "envs.gridworld.room_ballet:RoomBalletVector"),
     "ColorCubes": ("envs.gridworld.color_cubes:ColorCubes", "envs.gridworld.color_cubes:ColorCubesVector"),
     "DarkKeyToDoor": ("envs.gridworld.key_to_door:DarkKeyToDoor", "envs.gridworld.key_to_door:DarkKeyToDoorVector"),
+    "habitat-objnav": ("envs.habitat.tasks:MultiObjectNav", "envs.habitat.vector:MultiObjectNavVector"),
+    "habitat-placerecall": ("envs.habitat.tasks:PlaceRecall", "envs.habitat.vector:PlaceRecallVector"),
 }
 
 for _name, (_single, _vector) in TASKS.items():
