@@ -104,7 +104,7 @@ def test_memory_group_is_the_rssm_deterministic_path():
 
 @pytest.mark.parametrize("argv,message", [
     (["agent.replay=lifo"], "agent.replay: unknown replay 'lifo'; accepted: fifo, reservoir, wmar"),
-    (["agent.size=XXL"], "agent.size: unknown size 'XXL'; accepted: tiny, S, M, L, XL"),
+    (["agent.size=XXL"], "agent.size: unknown size 'XXL'; accepted: tiny, 12m, S, M, L, XL"),
     (["agent.train_ratio=lots"], "agent.train_ratio: expected float, got 'lots'"),
     (["agent.chunk_length=4"], r"agent.chunk_length \(4\) must be >= agent.batch_length \(8\)"),
     (["agent.rollout_len=8"], "agent.rollout_len: no such config key; accepted here: .*collect_steps"),
