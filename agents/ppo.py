@@ -345,7 +345,10 @@ class PPO:
                     self.update_graph = capture_cuda_graph(lambda: self._minibatch_step(self.mb_index))
                 self.update_graph.replay()
         with torch.no_grad(), self._autocast():  # the next rollout goes on from caches made with the new weights
-            _map_copy(self.state, self.agent.memory.refresh(self.state))  # in place: a captured rollout reads them
+            fresh = self.agent.memory.refresh(self.state)
+        for k, v in fresh.items():
+            if v is not self.state[k]:  # in place: a captured rollout reads these tensors
+                self.state[k].copy_(v)
         means = self.loss_sums / (cfg.update_epochs * cfg.num_minibatches)
         names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "grad_norm", "recon_loss")
         return dict(zip(names, means))
