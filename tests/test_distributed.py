@@ -80,11 +80,21 @@ def test_torchrun_trains_and_only_rank_zero_writes(tmp_path):
     assert steps == [128, 256, 384, 512]  # global env steps
 
 
-def test_torchrun_config_errors_fail_fast_on_every_rank(tmp_path):
-    out = torchrun(tmp_path, "agent.num_envs=9")
-    assert out.returncode != 0
+def test_config_errors_fail_fast_on_every_rank(tmp_path):
+    # Each rank is started on its own, with the environment torchrun gives it: torchrun itself kills the other ranks
+    # once one fails, so it cannot show that every rank stops by itself before waiting on the process group.
+    port = str(31500 + os.getpid() % 1000)
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, "-m", "experiments.train", "device=cpu", "threads=1", "env=tmaze_n1_l5",
+               "agent.num_envs=9", f"run_root={tmp_path}"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     message = "agent.num_envs (9) must be divisible by the number of processes (2)"
-    assert (out.stdout + out.stderr).count(message) == 2, out.stdout + out.stderr
+    for proc in procs:
+        output, _ = proc.communicate(timeout=120)  # a rank that waited for its peer would hang here
+        assert proc.returncode != 0 and message in output, output
     assert not list(tmp_path.glob("*/*"))
 
 
