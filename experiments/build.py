@@ -29,9 +29,9 @@ def dreamer_config(cfg: DictConfig) -> dreamer.DreamerConfig:
     for key in ("memory", "memory_config"):
         if key in values:
             raise ConfigError(f"agent.{key}: the dreamer's memory comes from the memory group, e.g. memory=gru")
-    mem = as_dict(cfg.memory)
+    name, options = memory_options(cfg)
     built = build_dataclass(dreamer.DreamerConfig, values, "agent")
-    return dataclasses.replace(built, memory=mem.pop("name"), memory_config=mem)
+    return dataclasses.replace(built, memory=name, memory_config=options)
 
 
 def make_env(cfg: DictConfig, num_envs: int, device: torch.device, **kwargs_override):
@@ -57,9 +57,15 @@ def env_num_places(configured, env) -> int:
     return available if configured is None else configured
 
 
+def memory_options(cfg: DictConfig) -> tuple[str, dict]:
+    """The memory group as (registry name, constructor options); ``label`` only names runs."""
+    options = as_dict(cfg.memory)
+    options.pop("label", None)
+    return options.pop("name"), options
+
+
 def _ppo_agent(cfg: DictConfig, env, ppo: PPOConfig) -> PPOAgent:
-    mem = as_dict(cfg.memory)
-    name = mem.pop("name")
+    name, mem = memory_options(cfg)
     if "num_places" in mem:
         mem["num_places"] = env_num_places(mem["num_places"], env)
     try:

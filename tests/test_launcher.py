@@ -180,3 +180,10 @@ def test_sigterm_during_the_final_evaluation_stops_at_once(tmp_path):
     proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGTERM
     assert not list(tmp_path.glob("*/*/eval.csv"))
+
+
+def test_memory_variants_name_their_runs():
+    # Variants of one registered memory (RMT is memo overwriting; FCT a transformer) must not share run folders.
+    names = {m: load([f"memory={m}", "env=dark_key_to_door"]).name for m in ("memo_dkd", "rmt_dkd", "fct_dkd", "lstm")}
+    assert names == {"memo_dkd": "memo_dark_key_to_door", "rmt_dkd": "rmt_dark_key_to_door",
+                     "fct_dkd": "fct_dark_key_to_door", "lstm": "lstm_dark_key_to_door"}
