@@ -8,8 +8,8 @@ Each combination trains in ``<root>/<combination>/<name>/<time>/`` (an ordinary 
 run still training gets SIGTERM, checkpoints and stops; calling the same command again resumes those runs and
 starts the combinations that never started. The summary table compares each group (the run name, e.g.
 ``hcam_ballet_2_delay16``) at the largest env step every run of its env has reached, averaging ``--metric`` over
-the last tenth of that budget; finished runs also show their evaluation. ``--out`` writes the table, one learning
-curve PNG per env and the runs (without checkpoints) as ``runs.tar.gz``.
+the last tenth of that budget; finished runs also show their evaluation. ``--out`` writes the table, the learning
+curves (a panel per env) and the runs (without checkpoints) as ``runs.tar.gz``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments.config import ConfigError, load, sweep_combinations
-from experiments.plot import plot, read_metric
+from experiments.plot import plot_panels, read_metric
 
 GRACE = 120  # seconds a stopped run gets to finish its iteration and checkpoint before it is killed
 
@@ -105,11 +105,7 @@ def run_grid(jobs: list[Job], limit: float, parallel: int, report_every: float =
 
 def summary(jobs: list[Job], metric: str) -> str:
     """Per group: runs, the equal budget, the metric there (per seed and mean) and the evaluation of finished runs."""
-    by_env: dict[str, list[Path]] = {}
-    for job in jobs:
-        if job.run is not None and job.last_step():
-            env = OmegaConf.load(job.run / "config.yaml").env.name
-            by_env.setdefault(env, []).append(job.run)
+    by_env = runs_by_env(jobs)
     lines = [f"| group | runs | equal budget (steps) | {metric} at that budget, per run | mean | "
              f"eval {metric} (finished runs) |", "|---|---:|---:|---|---:|---|"]
     for env, runs in sorted(by_env.items()):
@@ -134,20 +130,28 @@ def value_at(run: Path, metric: str, budget: float) -> float:
 
 
 def read_eval(run: Path, metric: str) -> float:
-    """The evaluation at the run's own env settings (the first row of eval.csv)."""
+    """The evaluation at the run's own env settings (eval.csv's first row; its return is metrics.csv's
+    episode_return), nan where eval.csv has no such column."""
     with open(run / "eval.csv", newline="") as f:
-        return float(next(csv.DictReader(f))[metric])
+        row = next(csv.DictReader(f))
+    return float(row.get(metric.removeprefix("episode_"), "nan"))
 
 
-def write_outputs(jobs: list[Job], table: str, metric: str, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grid_table.md").write_text(table + "\n")
+def runs_by_env(jobs: list[Job]) -> dict[str, list[Path]]:
     by_env: dict[str, list[Path]] = {}
     for job in jobs:
         if job.run is not None and job.last_step():
             by_env.setdefault(OmegaConf.load(job.run / "config.yaml").env.name, []).append(job.run)
-    for env, runs in by_env.items():
-        plot(runs, metric, out / f"{env}.png")
+    return by_env
+
+
+def write_outputs(jobs: list[Job], table: str, metric: str, out: Path) -> None:
+    """Three files (few enough to come back from a lent machine): the table, the curves, the runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid_table.md").write_text(table + "\n")
+    by_env = runs_by_env(jobs)
+    if by_env:
+        plot_panels(by_env, metric, out / "grid_curves.png")
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for job in jobs:
             if job.folder.is_dir():
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=float, required=True, help="wall-clock seconds for this call")
     parser.add_argument("--jobs", type=int, default=0, help="processes at a time (0: every combination at once)")
     parser.add_argument("--metric", default="success", help="metrics.csv column to compare, e.g. episode_return")
-    parser.add_argument("--out", type=Path, help="write grid_table.md, <env>.png curves and runs.tar.gz here")
+    parser.add_argument("--out", type=Path, help="write grid_table.md, grid_curves.png and runs.tar.gz here")
     parser.add_argument("overrides", nargs="+", help="Hydra overrides; comma lists are swept (seed=0,1,2)")
     args = parser.parse_args(argv)
     if args.limit <= 0:

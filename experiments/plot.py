@@ -44,12 +44,31 @@ def confidence_band(ys: np.ndarray, resamples: int = 1000, seed: int = 0) -> tup
 
 
 def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1, band: str = "ci") -> Path:
+    return plot_panels({"": runs}, metric, out, smooth, band)
+
+
+def plot_panels(panels: dict[str, list[Path]], metric: str, out: Path, smooth: int = 1, band: str = "ci") -> Path:
+    """One panel per title (e.g. per env), each with a curve per run group; saved as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, runs) in zip(axes.flat, sorted(panels.items())):
+        draw(ax, runs, metric, smooth, band)
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def draw(ax, runs: list[Path], metric: str, smooth: int, band: str) -> None:
     for name, members in sorted(group_runs(runs).items()):
         curves = [read_metric(r, metric) for r in members]
         curves = [(s, v) for s, v in curves if len(s)]
@@ -65,10 +84,6 @@ def plot(runs: list[Path], metric: str, out: Path, smooth: int = 1, band: str = 
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -21,7 +21,7 @@ def test_finished_grid_is_summarised_plotted_and_packed(tmp_path):
     rows = [line for line in out.stdout.splitlines() if line.startswith(("| gru_", "| lstm_"))]
     assert len(rows) == 2 and all("| 1 | 256 |" in r for r in rows), out.stdout
     assert all(r.rstrip(" |").split("| ")[-1] != "-" for r in rows)  # finished runs show their evaluation
-    assert (tmp_path / "out" / "tmaze_n1_l5.png").stat().st_size > 0
+    assert (tmp_path / "out" / "grid_curves.png").stat().st_size > 0
     with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.endswith("metrics.csv") for n in names) and not any(n.endswith(".pt") for n in names)
