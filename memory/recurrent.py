@@ -76,8 +76,10 @@ class _RecurrentCell(Memory):
         order = seg.packed_order.to(x.device, non_blocking=True)   # [T*B] flat (t, b) index of each packed row
         start_col = seg.column.to(x.device, non_blocking=True)     # [S] column of each segment, longest first
         fresh = seg.fresh.to(x.device, non_blocking=True)          # [S] segment starts at a reset
-        start = {k: torch.where(fresh[:, None], 0.0, v[start_col]) for k, v in state.items()}
-        out, final = self.packed_unroll(x.reshape(T * B, -1)[order], seg.batch_sizes, start)
+        dtype = self.cell.weight_ih.dtype  # cuDNN's RNN takes one dtype, the weights', also under autocast
+        start = {k: torch.where(fresh[:, None], 0.0, v[start_col]).to(dtype) for k, v in state.items()}
+        with torch.autocast(x.device.type, enabled=False):
+            out, final = self.packed_unroll(x.reshape(T * B, -1)[order].to(dtype), seg.batch_sizes, start)
         rows = torch.empty_like(order)
         rows[order] = torch.arange(order.numel(), device=x.device)  # packed row of each flat (t, b)
         last = seg.last_of_column.to(x.device, non_blocking=True)  # [B] segment that ends each column

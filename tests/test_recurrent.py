@@ -66,3 +66,14 @@ def test_cuda_unroll_uses_cudnn_segments_and_matches_the_loop(cls):
     ref, ref_final = m.step_loop(x, state, reset)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(final["h"], ref_final["h"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_unroll_runs_under_bf16_autocast():
+    m = LSTM(32, 64).cuda()
+    x = torch.randn(16, 8, 32, device="cuda")
+    reset = torch.zeros(16, 8, dtype=torch.bool, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, _ = m(x.bfloat16(), m.initial_state(8, "cuda"), reset)
+    ref, _ = m.step_loop(x, m.initial_state(8, "cuda"), reset)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)  # the LSTM itself stays in float32
