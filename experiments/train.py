@@ -99,6 +99,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
     """Run (or continue, when ``run_dir`` holds a checkpoint) the training described by ``cfg``.
 
     Under torchrun every rank calls this; rank 0 alone writes the run folder and returns it."""
+    stop = StopRequest()  # first: a run stopped while it builds still leaves a checkpoint to resume from
     rank, device = distributed.setup(cfg, resolve_device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -124,7 +125,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Path | None:
               f"iteration {batch * rank.world:,} steps ({batch:,} per rank: {trainer.cfg.num_envs} envs x "
               f"{batch // trainer.cfg.num_envs})")
     logger = RunLogger(run_dir, total * batch * rank.world, trainer.global_step, elapsed) if rank.main else None
-    stop = StopRequest()
     sequence = ContinualEvaluation(trainer, cfg, run_dir, device) if rank.main else None
 
     def checkpoint():

@@ -29,11 +29,11 @@ def test_finished_grid_is_summarised_plotted_and_packed(tmp_path):
 
 def test_time_limit_checkpoints_and_the_same_command_resumes(tmp_path):
     long_run = ["memory=lstm", "seed=0,1", "agent.total_steps=100000000"]
-    first = grid(tmp_path, 15, *long_run)
+    first = grid(tmp_path, 25, *long_run)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "2 run(s) stopped at a checkpoint" in first.stdout
     assert len(list(tmp_path.glob("seed-*/*/*/checkpoint.pt"))) == 2
-    second = grid(tmp_path, 15, *long_run)
+    second = grid(tmp_path, 20, *long_run)
     assert second.returncode == 0, second.stdout + second.stderr
     for log in tmp_path.glob("seed-*/train.log"):
         assert "resuming" in log.read_text()
