@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from envs.episodes import EpisodeStatistics
 from envs.habitat import scenes
 
 HABITAT_INSTALL_DOCS = "https://github.com/facebookresearch/habitat-sim#installation"
@@ -237,10 +238,13 @@ def make_vector(env_cls: type[HabitatApartment], num_envs: int, processes: bool 
                 **kwargs) -> gymnasium.vector.VectorEnv:
     """``num_envs`` simulators as one ``VectorEnv`` with same-step autoreset: one per process (``processes``,
     each process owning its own EGL context) or all in this process. Copy i of ``reset(seed=s)`` loads scene
-    ``s + i``. ``device`` is accepted for ``envs.make_vector`` and not used: arrays stay numpy on the host."""
+    ``s + i``. ``device`` is accepted for ``envs.make_vector`` and not used: arrays stay numpy on the host.
+    Episode statistics are reported every step (``envs.episodes``), as training and evaluation read them."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     make = functools.partial(env_cls, **kwargs)
     if processes:
-        return AsyncVectorEnv([make] * num_envs, context="forkserver", autoreset_mode=AutoresetMode.SAME_STEP)
-    return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        vec = AsyncVectorEnv([make] * num_envs, context="forkserver", autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        vec = SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    return EpisodeStatistics(vec)
