@@ -175,14 +175,7 @@ class PPO:
         obs, info = env.reset(seed=seed)
         # AMA: a memory that reads context["strategy"] gets an allocator that picks one per episode.
         self.allocation = make_allocation(agent.memory, env, info, cfg.num_envs, cfg.rollout_len, device, seed)
-        if self.allocation is not None:
-            info = self.allocation.start(info)
-        # Our own tensors, which rollouts copy into (a captured CUDA graph reads and writes these addresses).
-        self.next_obs = _map(torch.clone, to_tensor(obs, device))
-        context = self._context(info)
-        self.next_context = None if context is None else {k: v.clone() for k, v in context.items()}
-        self.next_reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)
-        self.state = agent.memory.initial_state(cfg.num_envs, device)
+        self._start_episodes(obs, info)
         self.buf = self._allocate()
         info_keys = self.context_keys if self.allocation is None else self.allocation.info_keys(self.context_keys)
         self.stepper = make_stepper(env, cfg.env_groups, device, info_keys)
@@ -190,6 +183,18 @@ class PPO:
         self.mb_index = torch.zeros(cfg.num_envs // cfg.num_minibatches, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None  # the captured rollout
         self.update_graph: torch.cuda.CUDAGraph | None = None  # the captured minibatch step
+
+    def _start_episodes(self, obs, info: dict) -> None:
+        """Every copy starts an episode at ``obs``: reset flags set, memory state initial. These are our own
+        tensors, which rollouts copy into (a captured CUDA graph reads and writes their addresses), so this runs
+        before any capture."""
+        if self.allocation is not None:
+            info = self.allocation.start(info)
+        self.next_obs = _map(torch.clone, to_tensor(obs, self.device))
+        context = self._context(info)
+        self.next_context = None if context is None else {k: v.clone() for k, v in context.items()}
+        self.next_reset = torch.ones(self.cfg.num_envs, dtype=torch.bool, device=self.device)
+        self.state = self.agent.memory.initial_state(self.cfg.num_envs, self.device)
 
     def _context(self, info: dict) -> dict[str, Tensor] | None:
         if not self.context_keys:
@@ -409,6 +414,8 @@ class PPO:
             state["env"] = self.env.state_dict()
         if self.allocation is not None:
             state["allocation"] = self.allocation.state_dict()
+        if hasattr(self.env, "seek"):  # a task sequence: where in it this run is
+            state["sequence_step"] = self.env.step_count
         return state
 
     def load_state_dict(self, state: dict[str, Any], restore_envs: bool = True) -> None:
@@ -419,6 +426,8 @@ class PPO:
         self.global_step, self.iteration = state["global_step"], state["iteration"]
         if self.allocation is not None:
             self.allocation.load_state_dict(state["allocation"])
+        if "sequence_step" in state:  # every rank's sequence goes on at the saved step, in fresh episodes
+            self._start_episodes(*self.env.seek(state["sequence_step"]))
         if not restore_envs:
             return
         restore_rng(state, self.device)

@@ -81,6 +81,7 @@ class ContinualVector(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.step_count = 0  # step() calls since reset
         self.seed_base: int | None = None
+        self.seed_base: int | None = None
 
     def make_task(self, index: int, num_envs: int) -> VectorEnv:
         """Task ``index`` alone as a vector env of ``num_envs`` copies (for training here, or for evaluation)."""
@@ -99,6 +100,14 @@ class ContinualVector(VectorEnv):
         """Index (into ``tasks``) of the task being trained."""
         segment = min(self.step_count // self.vector_steps_per_task, len(self.schedule) - 1)
         return self.schedule[segment]
+
+    def seek(self, step_count: int):
+        """Continue the sequence ``step_count`` step() calls after the last reset (a resumed run): the active
+        task's copies start fresh episodes, seeded as that reset's seed asks. Returns ``(obs, info)``."""
+        if isinstance(step_count, bool) or not isinstance(step_count, (int, np.integer)) or step_count < 0:
+            raise ValueError(f"step_count: a non-negative int of step() calls, got {step_count!r}")
+        self.step_count = int(step_count)
+        return self._start(self.active)
 
     def _start(self, task: int):
         seed = None if self.seed_base is None else self.seed_base + 1009 * task + self.step_count

@@ -50,6 +50,15 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows({k: r[k] for k in EVAL_COLUMNS} for r in rows)
 
 
+def drop_rows_after(path: Path, step: int) -> None:
+    """Forget evaluations made after ``step`` (a run resumed from a checkpoint at ``step`` makes them again)."""
+    if not path.is_file():
+        return
+    kept = [(s, t, score) for s, t, score in read_rows(path) if s <= step]
+    path.unlink()
+    append_rows(path, [dict(zip(EVAL_COLUMNS, row)) for row in kept])
+
+
 def read_rows(path: Path) -> list[tuple[int, int, float]]:
     """(step, task, score) rows of an evaluation log, sorted by step."""
     with open(path, newline="") as f:

@@ -25,7 +25,7 @@ from experiments import distributed
 from experiments.build import make_env, make_trainer
 from experiments.config import CONF_DIR, ConfigError, as_dict, load, resolve_device, sweep_combinations
 from envs.continual import ContinualVector
-from experiments.continual_metrics import EVAL_FILE, append_rows, evaluate_every_task
+from experiments.continual_metrics import EVAL_FILE, append_rows, drop_rows_after, evaluate_every_task
 from experiments.evaluate import evaluate_settings, format_table, settings_grid, write_rows
 from experiments.logger import RunLogger
 from experiments.run import load_run, new_run_dir, save_checkpoint
@@ -68,18 +68,19 @@ class StopRequest:
 
 class ContinualEvaluation:
     """On a task sequence (``rlmem/Continual-v0``): evaluates every task at step 0 and whenever a segment ends, into
-    ``continual_eval.csv``, from which ``python -m experiments.plot --continual`` computes forgetting and transfer."""
+    ``continual_eval.csv``, from which ``python -m experiments.plot --continual`` computes forgetting and transfer.
+    A resumed run (the trainer has restored the sequence's position) keeps the evaluations up to its checkpoint."""
 
     def __init__(self, trainer, cfg: DictConfig, run_dir: Path, device):
         self.trainer, self.cfg, self.path, self.device = trainer, cfg, run_dir / EVAL_FILE, device
         self.env = trainer.env if isinstance(trainer.env, ContinualVector) else None
         if self.env is None:
             return
+        self.segment = self.env.step_count // self.env.vector_steps_per_task
         if trainer.global_step:
-            raise ConfigError("resume: continuing a task-sequence run is not supported yet (the sequence's "
-                              "position is not checkpointed); start it again")
-        self.segment = 0
-        self._evaluate()
+            drop_rows_after(self.path, trainer.global_step)
+        else:
+            self._evaluate()
 
     def _evaluate(self) -> None:
         rows = evaluate_every_task(self.trainer.agent, self.env, int(self.cfg.eval.episodes), self.device,

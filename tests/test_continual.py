@@ -199,3 +199,39 @@ def test_ppo_trains_on_a_task_sequence():
         out = ppo.iterate()
         assert math.isfinite(out["policy_loss"])
     assert env.active == 1
+
+
+def test_seek_continues_the_sequence_in_fresh_episodes():
+    tasks = [{"id": "rlmem/EndlessTMaze-v0", "kwargs": {"n": 1, "l_max": 3}},
+             {"id": "rlmem/EndlessTMaze-v0", "kwargs": {"n": 2, "l_max": 3}}]
+    env = envs.make_vector("rlmem/Continual-v0", 4, tasks=tasks, steps_per_task=4 * 10)
+    env.reset(seed=3)
+    obs, info = env.seek(12)  # 2 calls into the second task
+    assert env.active == 1 and list(info["task"]) == [1] * 4
+    for _ in range(8):
+        *_, info = env.step(np.zeros(4, dtype=np.int64))
+    assert env.step_count == 20 and env.active == 1  # the sequence's last segment goes on to its end
+    with pytest.raises(ValueError, match="step_count"):
+        env.seek(-1)
+
+
+def test_trainers_checkpoint_the_sequence_position():
+    from agents.ppo import PPO, Agent, PPOConfig
+
+    tasks = [{"id": "rlmem/EndlessTMaze-v0", "kwargs": {"n": 1, "l_max": 3}},
+             {"id": "rlmem/EndlessTMaze-v0", "kwargs": {"n": 2, "l_max": 3}}]
+
+    def trainer():
+        env = envs.make_vector("rlmem/Continual-v0", 8, tasks=tasks, steps_per_task=8 * 16)
+        cfg = PPOConfig(num_envs=8, rollout_len=16, total_steps=8 * 16 * 2, num_minibatches=2)
+        return PPO(env, Agent(env.single_observation_space, 3, "gru"), cfg, torch.device("cpu"))
+
+    first = trainer()
+    first.iterate()  # 16 step() calls: the first task's segment is over
+    state = first.state_dict()
+    assert state["sequence_step"] == 16
+    second = trainer()
+    assert second.env.active == 0
+    second.load_state_dict(state)
+    assert second.env.active == 1 and second.env.step_count == 16 and second.next_reset.all()
+    assert math.isfinite(second.iterate()["policy_loss"])

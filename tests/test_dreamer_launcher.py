@@ -127,3 +127,15 @@ def test_bench_prints_update_and_env_rates(capsys):
     assert "| updates/s |" in out and "| collect steps/s |" in out
     row = next(line for line in out.splitlines() if line.startswith("| tmaze_n1_l5 | gru | tiny | 4 | 8 |"))
     assert row.split("|")[-2].strip() == "16"  # 2 timed iterations x 32 steps x ratio 8 / 32 per update
+
+
+def test_task_sequence_run_resumes_at_its_position(tmp_path):
+    seq = ["env=continual_tmaze", "env.kwargs.steps_per_task=64", "eval.settings={}"]
+    half = run_train(tmp_path, *seq, "agent.total_steps=96")  # stopped in the second task
+    assert torch.load(half / "checkpoint.pt", weights_only=False)["sequence_step"] == 96 // 4
+    cfg, run_dir = train_cli.configure([f"resume={half}", "agent.total_steps=192"])
+    train_cli.train(cfg, run_dir)
+    saved = torch.load(half / "checkpoint.pt", weights_only=False)
+    assert saved["sequence_step"] == 192 // 4 and steps(half)[-1] == 192
+    with open(half / "continual_eval.csv") as f:
+        assert sorted({int(r["step"]) for r in csv.DictReader(f)}) == [0, 64, 96, 128, 192]

@@ -187,3 +187,18 @@ def test_memory_variants_name_their_runs():
     names = {m: load([f"memory={m}", "env=dark_key_to_door"]).name for m in ("memo_dkd", "rmt_dkd", "fct_dkd", "lstm")}
     assert names == {"memo_dkd": "memo_dark_key_to_door", "rmt_dkd": "rmt_dark_key_to_door",
                      "fct_dkd": "fct_dark_key_to_door", "lstm": "lstm_dark_key_to_door"}
+
+
+def test_task_sequence_run_resumes_at_its_position(tmp_path):
+    # Stopped in the second task (192 of 384 steps, 128 per task) and resumed: the sequence goes on where it was,
+    # and the evaluations up to the checkpoint are kept (the one at 192 closed the shorter first run).
+    seq = ["env=continual_tmaze", "env.kwargs.steps_per_task=128", "eval.settings={}"]
+    half = run_train(tmp_path, *seq, "agent.total_steps=192")
+    saved = torch.load(half / "checkpoint.pt", weights_only=False)
+    assert saved["sequence_step"] == 192 // 8  # step() calls of the 8-copy sequence
+    cfg, run_dir = train_cli.configure([f"resume={half}", "agent.total_steps=384"])
+    train_cli.train(cfg, run_dir)
+    with open(half / "continual_eval.csv") as f:
+        evals = list(csv.DictReader(f))
+    assert sorted({int(r["step"]) for r in evals}) == [0, 128, 192, 256, 384] and len(evals) == 5 * 3
+    assert torch.load(half / "checkpoint.pt", weights_only=False)["sequence_step"] == 384 // 8

@@ -50,10 +50,13 @@ class Trainer:
         self.num_iterations = max(1, cfg.total_steps // cfg.steps_per_rollout)
         self.global_step = self.iteration = self.updates = 0
         self.budget = 0.0  # replayed steps earned and not yet spent on updates
-        obs, _ = env.reset(seed=seed)
-        self.obs = torch.as_tensor(obs, device=device).clone()  # [N, ...]: what the agent sees next
-        self.reset = torch.ones(cfg.num_envs, dtype=torch.bool, device=device)  # obs starts an episode
-        self.latent = agent.initial_state(cfg.num_envs)
+        self._start_episodes(env.reset(seed=seed)[0])
+
+    def _start_episodes(self, obs) -> None:
+        """Every copy starts an episode at ``obs``, from the initial latent state."""
+        self.obs = torch.as_tensor(obs, device=self.device).clone()  # [N, ...]: what the agent sees next
+        self.reset = torch.ones(self.cfg.num_envs, dtype=torch.bool, device=self.device)  # obs starts an episode
+        self.latent = self.agent.initial_state(self.cfg.num_envs)
 
     @torch.no_grad()
     def collect(self) -> Tensor:
@@ -129,6 +132,8 @@ class Trainer:
                  **rng_state(self.device), "latent": self.latent, "obs": self.obs, "reset": self.reset}
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
+        if hasattr(self.env, "seek"):  # a task sequence: where in it this run is
+            state["sequence_step"] = self.env.step_count
         return state
 
     def load_state_dict(self, state: dict[str, Any], restore_envs: bool = True) -> None:
@@ -141,6 +146,8 @@ class Trainer:
         self.replay.load_state_dict(state["replay"])
         self.global_step, self.iteration = state["global_step"], state["iteration"]
         self.updates, self.budget = state["updates"], state["budget"]
+        if "sequence_step" in state:  # the sequence goes on at the saved step, in fresh episodes
+            self._start_episodes(self.env.seek(state["sequence_step"])[0])
         if not restore_envs:
             return
         restore_rng(state, self.device)
