@@ -1,7 +1,7 @@
 """Run every combination of a sweep as side-by-side processes under one wall-clock limit, resuming what an earlier
 call left unfinished, and compare the arms at an equal env-step budget.
 
-    python -m experiments.grid --root runs_ballet --limit 540 --jobs 24 --metric success -- \\
+    python -m experiments.grid --root runs_ballet --limit 480 --jobs 24 --metric success -- \\
         experiment=ballet env=ballet_2_delay16,ballet_4_delay16 memory=hcam,gtrxl,lstm,gru seed=0,1,2
 
 Each combination trains in ``<root>/<combination>/<name>/<time>/`` (an ordinary run folder). At the limit every
@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from experiments.config import ConfigError, load, sweep_combinations
 from experiments.plot import plot_panels, read_metric
 
-GRACE = 120  # seconds a stopped run gets to finish its iteration and checkpoint before it is killed
+GRACE = 60  # seconds a stopped run gets to finish its iteration and checkpoint before it is killed
 
 
 class Job:
@@ -161,7 +161,7 @@ def write_outputs(jobs: list[Job], table: str, metric: str, out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="folder holding one subfolder per combination")
-    parser.add_argument("--limit", type=float, required=True, help="wall-clock seconds for this call")
+    parser.add_argument("--limit", type=float, required=True, help="wall-clock seconds until running runs are told to stop (each then finishes its iteration and checkpoints, within 60 s)")
     parser.add_argument("--jobs", type=int, default=0, help="processes at a time (0: every combination at once)")
     parser.add_argument("--metric", default="success", help="metrics.csv column to compare, e.g. episode_return")
     parser.add_argument("--out", type=Path, help="write grid_table.md, grid_curves.png and runs.tar.gz here")
