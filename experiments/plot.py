@@ -83,7 +83,8 @@ def draw(ax, runs: list[Path], metric: str, smooth: int, band: str) -> None:
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # runs that logged no value of the metric draw nothing
+        ax.legend(fontsize=8)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
