@@ -235,3 +235,13 @@ def test_trainers_checkpoint_the_sequence_position():
     second.load_state_dict(state)
     assert second.env.active == 1 and second.env.step_count == 16 and second.next_reset.all()
     assert math.isfinite(second.iterate()["policy_loss"])
+
+
+def test_continual_experiment_names_its_replay_arm_at_equal_capacity():
+    from experiments.config import load
+
+    fifo, wmar = (load(["experiment=continual", "device=cpu", "agent.cuda_graph=false", f"agent.replay={r}"])
+                  for r in ("fifo", "wmar"))
+    assert (fifo.name, wmar.name) == ("dreamer_fifo_continual_atari_wmar", "dreamer_wmar_continual_atari_wmar")
+    assert fifo.agent.replay_capacity == wmar.agent.replay_capacity == fifo.env.kwargs.steps_per_task
+    assert fifo.agent.total_steps == 4 * fifo.env.kwargs.steps_per_task  # each task once
