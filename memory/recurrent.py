@@ -80,8 +80,7 @@ class _RecurrentCell(Memory):
         start = {k: torch.where(fresh[:, None], 0.0, v[start_col]).to(dtype) for k, v in state.items()}
         with torch.autocast(x.device.type, enabled=False):
             out, final = self.packed_unroll(x.reshape(T * B, -1)[order].to(dtype), seg.batch_sizes, start)
-        rows = torch.empty_like(order)
-        rows[order] = torch.arange(order.numel(), device=x.device)  # packed row of each flat (t, b)
+        rows = seg.packed_row.to(x.device, non_blocking=True)      # [T*B] packed row of each flat (t, b)
         last = seg.last_of_column.to(x.device, non_blocking=True)  # [B] segment that ends each column
         return out[rows].view(T, B, -1), {k: v[last] for k, v in final.items()}
 
@@ -108,6 +107,8 @@ class Segments:
         self.batch_sizes = alive.sum(1)[: int(length[0])]
         flat = (t0[None, :] + step[:, None]) * B + self.column[None, :]
         self.packed_order = flat[alive]                           # row-major: step i, then segment: packed order
+        self.packed_row = torch.empty_like(self.packed_order)
+        self.packed_row[self.packed_order] = torch.arange(len(self.packed_order))  # its inverse
         rank = torch.empty_like(by_length)
         rank[by_length] = torch.arange(len(by_length))
         self.last_of_column = rank[~same_col_next]                # the last segment of each column, in order
